@@ -1,0 +1,1 @@
+//! Shared helpers for the lorapki benchmarks and reports.
