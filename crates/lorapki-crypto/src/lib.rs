@@ -11,6 +11,9 @@ mod keystore;
 mod secret;
 mod types;
 
+#[cfg(feature = "conformance")]
+pub mod conformance;
+
 pub use backend::{AesBackend, CryptoBackend, KeyImport, Sha384Hasher};
 pub use error::{Error, Result};
 pub use keystore::{KeyStoreStatus, RootKeyKind, RootKeySlot, RootKeyStore, RootKeys};
