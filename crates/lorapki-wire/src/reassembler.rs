@@ -2,13 +2,21 @@
 //!
 //! A slot holds one partial inner command: its SESSION and FID, a 51-byte buffer, a bitmap of the
 //! bytes received, and the inner command's length once known. Fragments may arrive in any order,
-//! duplicated, or overlapping; bytes are placed by OFFSET. The length becomes known when bytes 0
-//! (the inner CID) and 1 (its header) have both arrived; until then the slot buffers whatever
-//! arrives within 51 bytes.
+//! duplicated, or overlapping; bytes are placed by OFFSET. The length becomes known with byte 0
+//! (the inner CID), and for a PubKeyAns with byte 1 (its PART); until then the slot buffers
+//! whatever arrives within 51 bytes. A header byte is checked as soon as it arrives (an Abort's
+//! INDEX must be 0, a PubKeyAns PART must not be 3).
 //!
 //! One `Reassembler` serves one direction of one session: [`Reassembler::bind`] names the session
 //! and drops everything else. A FID is re-used only after four other commands of the same session
 //! and direction, so four slots (one per FID) never run out.
+//!
+//! A completed slot is freed at once. A late duplicate of one of its fragments therefore starts a
+//! new slot, and a full retransmission completes it again: the receiver sees a retransmitted
+//! command exactly as if it had arrived whole, which it must answer again (PROTOCOL.md §4, §6).
+//! A leftover partial copy holds its FID's slot until the next `bind` or `clear`; it cannot block
+//! a later command unless the same FID is re-used within the session, after four other
+//! fragmented commands in that direction.
 
 use crate::header::fragmentable_len;
 use crate::{Fragment, FragmentRepr, MAX_COMMAND_LEN, ReassemblyError, Session, cid};
@@ -21,7 +29,7 @@ struct Slot {
     buffer: [u8; MAX_COMMAND_LEN],
     /// Bit `i` set: `buffer[i]` has been received.
     received: u64,
-    /// The inner command's length, once bytes 0 and 1 have arrived.
+    /// The inner command's length, once known.
     len: Option<usize>,
 }
 
@@ -62,15 +70,9 @@ impl Slot {
             return Err(ReassemblyError::Inconsistent);
         }
 
-        let len = match (self.byte(fragment, 0), self.byte(fragment, 1)) {
-            (Some(inner_cid), Some(inner_header)) => Some(
-                fragmentable_len(inner_cid, inner_header)
-                    .ok_or(ReassemblyError::BadInner { cid: inner_cid })?,
-            ),
-            (Some(inner_cid), None) if !cid::is_fragmentable(inner_cid) => {
-                return Err(ReassemblyError::BadInner { cid: inner_cid });
-            }
-            _ => None,
+        let len = match self.byte(fragment, 0) {
+            Some(inner_cid) => inner_len(inner_cid, self.byte(fragment, 1))?,
+            None => None,
         };
         if let Some(len) = len {
             if end > len {
@@ -91,6 +93,22 @@ impl Slot {
         self.received |= mask;
         self.len = len;
         Ok(len.is_some_and(|len| self.received == bits(0, len)))
+    }
+}
+
+/// The length of an inner command from its CID and, where present, its header: `Ok(None)` while
+/// a PubKeyAns still lacks its PART; the other fragmentable commands have a fixed length.
+fn inner_len(inner_cid: u8, inner_header: Option<u8>) -> Result<Option<usize>, ReassemblyError> {
+    let bad_inner = ReassemblyError::BadInner { cid: inner_cid };
+    match (inner_cid, inner_header) {
+        (_, Some(header)) => fragmentable_len(inner_cid, header)
+            .map(Some)
+            .ok_or(bad_inner),
+        (cid::PUB_KEY_ANS, None) => Ok(None),
+        (cid::PUB_KEY_REQ, None) => Ok(Some(crate::pub_key_req::LEN)),
+        (cid::SIG_VERIFY_REQ, None) => Ok(Some(crate::sig_verify_req::LEN)),
+        (cid::ABORT, None) => Ok(Some(crate::abort::LEN)),
+        _ => Err(bad_inner),
     }
 }
 
@@ -217,5 +235,80 @@ impl<const SLOTS: usize> Reassembler<SLOTS> {
         let slot = &mut self.slots[index];
         slot.in_use = false;
         Ok(slot.len.map(|len| &slot.buffer[..len]))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bitmap_ranges() {
+        assert_eq!(bits(0, 1), 0b1);
+        assert_eq!(bits(2, 5), 0b11100);
+        assert_eq!(bits(0, MAX_COMMAND_LEN), (1 << 51) - 1);
+        assert_eq!(bits(50, 51), 1 << 50);
+    }
+
+    #[test]
+    fn inner_lengths() {
+        assert_eq!(inner_len(cid::PUB_KEY_REQ, None), Ok(Some(51)));
+        assert_eq!(inner_len(cid::SIG_VERIFY_REQ, None), Ok(Some(50)));
+        assert_eq!(inner_len(cid::ABORT, None), Ok(Some(3)));
+        assert_eq!(inner_len(cid::PUB_KEY_ANS, None), Ok(None));
+        assert_eq!(inner_len(cid::PUB_KEY_ANS, Some(0b0000_0001)), Ok(Some(51)));
+        assert_eq!(inner_len(cid::PUB_KEY_ANS, Some(0b0000_0010)), Ok(Some(49)));
+        assert_eq!(
+            inner_len(cid::PUB_KEY_ANS, Some(0b0000_0011)),
+            Err(ReassemblyError::BadInner { cid: 0x02 })
+        );
+        assert_eq!(
+            inner_len(cid::ABORT, Some(0b1111_1101)),
+            Err(ReassemblyError::BadInner { cid: 0x07 })
+        );
+        for bare in [
+            cid::SIG_VERIFY_ANS,
+            cid::KEY_CHANGE_REQ,
+            cid::FRAGMENT,
+            0x00,
+            0x06,
+            0xff,
+        ] {
+            assert_eq!(
+                inner_len(bare, None),
+                Err(ReassemblyError::BadInner { cid: bare })
+            );
+        }
+    }
+
+    #[test]
+    fn a_refused_fragment_changes_nothing() {
+        let mut slot = Slot::EMPTY;
+        let first = FragmentRepr {
+            session: Session::from_header(0),
+            fid: 0,
+            offset: 0,
+            data: &[cid::ABORT, 0x00],
+        };
+        assert_eq!(slot.merge(&first), Ok(false));
+        let before = (slot.buffer, slot.received, slot.len);
+        let conflicting = FragmentRepr {
+            data: &[cid::ABORT, 0x04],
+            ..first
+        };
+        assert_eq!(slot.merge(&conflicting), Err(ReassemblyError::Inconsistent));
+        let too_long = FragmentRepr {
+            offset: 2,
+            data: &[0x06, 0x00],
+            ..first
+        };
+        assert_eq!(slot.merge(&too_long), Err(ReassemblyError::OutOfRange));
+        assert_eq!((slot.buffer, slot.received, slot.len), before);
+        let last = FragmentRepr {
+            offset: 2,
+            data: &[0x06],
+            ..first
+        };
+        assert_eq!(slot.merge(&last), Ok(true));
     }
 }

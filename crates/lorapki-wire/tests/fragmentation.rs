@@ -102,6 +102,15 @@ fn out_of_range() {
         reassembler.push_repr(&fragment(17, 0, 45, &[1, 2, 3, 4, 5])),
         Err(ReassemblyError::OutOfRange)
     );
+    // The inner CID alone fixes the length of all but a PubKeyAns: a SigVerifyReq is 50 bytes.
+    assert_eq!(
+        reassembler.push_repr(&fragment(17, 3, 0, &[0x03])),
+        Ok(None)
+    );
+    assert_eq!(
+        reassembler.push_repr(&fragment(17, 3, 49, &[1, 2])),
+        Err(ReassemblyError::OutOfRange)
+    );
     // The same when the length arrives with the offending bytes: an Abort is 3 bytes.
     assert_eq!(
         reassembler.push_repr(&fragment(17, 1, 0, &[0x07, 0x44, 0x06, 0x00])),
@@ -109,7 +118,7 @@ fn out_of_range() {
     );
     assert_eq!(
         reassembler.in_flight(),
-        1,
+        2,
         "refused fragments claim no slot"
     );
 }
@@ -231,6 +240,15 @@ fn bad_inner() {
     assert_eq!(
         reassembler.push_repr(&fragment(17, 0, 1, &[0x47, 0x00])),
         Err(ReassemblyError::BadInner { cid: 0x02 })
+    );
+    // An Abort's INDEX must be 0, even once its length is known from its CID.
+    assert_eq!(
+        reassembler.push_repr(&fragment(17, 2, 0, &[0x07])),
+        Ok(None)
+    );
+    assert_eq!(
+        reassembler.push_repr(&fragment(17, 2, 1, &[0x45])),
+        Err(ReassemblyError::BadInner { cid: 0x07 })
     );
     // Or the CID later than the header.
     assert_eq!(
