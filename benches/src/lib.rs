@@ -1,1 +1,3 @@
 //! Shared helpers for the lorapki benchmarks and reports.
+
+pub mod crypto;
