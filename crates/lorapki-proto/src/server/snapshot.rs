@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! 0x01 | DevEUI (8) | last session (1, 0xff = none) | tokens (1) | refilled_at (8) | staged (1)
-//!      | abort (2: session, reason; 0xff 0xff = none) | has pending (1) [ pending ]
+//!      | has pending (1) [ pending ]
 //! pending: session (1) | DevEUI (8) | JoinEUI (8) | LoRaWAN (1) | identity (49) | EPH_D (49)
 //!      | EPH_S (49) | TH (48) | AppKey (16) | has NwkKey (1) [NwkKey (16)] | C_D (32) | C_S (32)
 //!      | SIG_S (96) | SIG_D chunk 0 present (1) [48] | chunk 1 present (1) [48]
@@ -14,12 +14,14 @@
 //!        | next fid (1) | cursor (1) | last_activity (8)
 //! ```
 //!
-//! Partial fragments are not kept: the peer's retransmissions recover them.
+//! Partial fragments and an Abort still owed to the device are not kept: they are transient
+//! output, and the peer's retransmissions recover them. So a refused frame never changes a
+//! snapshot.
 
 use alloc::vec::Vec;
 
 use lorapki_crypto::{AesKey, PublicKey, Secret, Signature};
-use lorapki_wire::{Code, Reason, Reassembler, Session};
+use lorapki_wire::{Code, Reassembler, Session};
 use zeroize::Zeroize;
 
 use super::{DeviceEntry, DeviceRecord, PendingSession, ServerCommand};
@@ -70,10 +72,6 @@ impl SessionSnapshot {
         w.push(entry.tokens);
         w.extend_from_slice(&entry.refilled_at.as_millis().to_be_bytes());
         w.push(u8::from(entry.staged));
-        match entry.abort {
-            Some((session, reason)) => w.extend_from_slice(&[session.value(), reason.into()]),
-            None => w.extend_from_slice(&[NONE, NONE]),
-        }
         match &entry.pending {
             None => w.push(0),
             Some(p) => {
@@ -94,10 +92,6 @@ impl SessionSnapshot {
         let tokens = r.u8()?;
         let refilled_at = Instant::from_millis(r.u64()?);
         let staged = r.flag()?;
-        let abort = match (r.u8()?, r.u8()?) {
-            (NONE, NONE) => None,
-            (session, reason) => Some((session_from(session)?, Reason::from(reason))),
-        };
         let pending = if r.flag()? {
             Some(decode_pending(&mut r)?)
         } else {
@@ -119,7 +113,7 @@ impl SessionSnapshot {
                 staged,
                 pending,
                 reassembler,
-                abort,
+                abort: None,
             },
         ))
     }
