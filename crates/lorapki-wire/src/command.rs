@@ -108,7 +108,7 @@ impl<'a> Command<'a> {
             }
             cid::PUB_KEY_ANS => {
                 let frame = PubKeyAns::new_checked(bytes)?;
-                let (head, tail) = take(frame.len())?;
+                let (head, tail) = take(frame.as_bytes().len())?;
                 (Self::PubKeyAns(PubKeyAns::new_unchecked(head)), tail)
             }
             cid::SIG_VERIFY_REQ => {

@@ -83,23 +83,9 @@ impl<T: AsRef<[u8]>> PubKeyAns<T> {
         self.buffer
     }
 
-    /// The command's length: [`LONG_LEN`] or [`SHORT_LEN`] by PART.
-    pub fn len(&self) -> usize {
-        if self.part_index() == 2 {
-            SHORT_LEN
-        } else {
-            LONG_LEN
-        }
-    }
-
-    /// Never true: a command is never empty (present for symmetry with [`Self::len`]).
-    pub fn is_empty(&self) -> bool {
-        false
-    }
-
-    /// The command's bytes.
+    /// The command's bytes: [`LONG_LEN`] or [`SHORT_LEN`] of them, by PART.
     pub fn as_bytes(&self) -> &[u8] {
-        &self.buffer.as_ref()[..self.len()]
+        &self.buffer.as_ref()[..self.command_len()]
     }
 
     /// SESSION.
@@ -114,7 +100,15 @@ impl<T: AsRef<[u8]>> PubKeyAns<T> {
 
     /// DATA: 49 bytes for PART 0 and 1, 47 for PART 2.
     pub fn data(&self) -> &[u8] {
-        &self.buffer.as_ref()[field::DATA_LONG.start..self.len()]
+        &self.buffer.as_ref()[field::DATA_LONG.start..self.command_len()]
+    }
+
+    fn command_len(&self) -> usize {
+        if self.part_index() == 2 {
+            SHORT_LEN
+        } else {
+            LONG_LEN
+        }
     }
 }
 

@@ -367,7 +367,7 @@ fn views_read_the_golden_fields() {
     let bytes = hex(&format!("02 16 {SIG_S_TAIL} ee ee"));
     let frame = PubKeyAns::new_checked(&bytes[..]).unwrap();
     assert_eq!(frame.part_index(), 2);
-    assert_eq!(frame.len(), 49);
+    assert_eq!(frame.as_bytes().len(), 49);
     assert_eq!(frame.data(), &hex(SIG_S_TAIL)[..]);
     assert_eq!(
         frame.as_bytes(),
