@@ -3,7 +3,7 @@
 use core::fmt;
 
 use subtle::ConstantTimeEq;
-use zeroize::Zeroize;
+use zeroize::{Zeroize, ZeroizeOnDrop};
 
 /// Secret bytes: zeroized on drop, redacted in `Debug`, compared in constant time.
 ///
@@ -78,6 +78,8 @@ impl<const N: usize> Drop for Secret<N> {
         self.0.zeroize();
     }
 }
+
+impl<const N: usize> ZeroizeOnDrop for Secret<N> {}
 
 impl<const N: usize> fmt::Debug for Secret<N> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
