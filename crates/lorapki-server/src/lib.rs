@@ -1,2 +1,26 @@
 #![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
+
+pub mod app;
+pub mod chirpstack;
+pub mod config;
+pub mod error;
+pub mod eui;
+pub mod identity;
+pub mod joinserver;
+pub mod kek;
+pub mod lorawan;
+pub mod metrics;
+pub mod registry;
+pub mod server;
+pub mod store;
+
+pub use error::{Error, ImportError, Result};
+pub use eui::Eui64;
+pub use identity::{KeyId, ServerKey};
+pub use kek::{StorageKek, WrapKek};
+pub use lorawan::MacVersion;
+pub use metrics::Metrics;
+pub use registry::{NewDevice, TrustAnchors};
+pub use server::{ConfirmOn, Server, ServerOptions};
+pub use store::{KeyState, Store};

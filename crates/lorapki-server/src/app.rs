@@ -1,0 +1,183 @@
+//! Wiring for the binary: build everything from a [`Config`] and run until shut down.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::identity::ServerKey;
+use crate::joinserver::JoinServer;
+use crate::metrics::Metrics;
+use crate::registry::TrustAnchors;
+use crate::server::Server;
+use crate::store::Store;
+
+/// Loads the server keys named by the configuration.
+///
+/// # Errors
+///
+/// [`Error::Key`].
+pub fn load_keys(config: &Config) -> Result<Vec<ServerKey>> {
+    let mut keys = vec![ServerKey::load(&config.server.key_file)?];
+    if let Some(second) = &config.server.second_key_file {
+        keys.push(ServerKey::load(second)?);
+    }
+    Ok(keys)
+}
+
+/// The manufacturer CAs named by the configuration.
+///
+/// # Errors
+///
+/// [`Error::Config`] / [`Error::Certificate`].
+pub fn trust_anchors(config: &Config) -> Result<TrustAnchors> {
+    match &config.server.ca_file {
+        None => Ok(TrustAnchors::none()),
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                Error::Config(format!("cannot read ca_file {}: {e}", path.display()))
+            })?;
+            TrustAnchors::from_pem(&text)
+        }
+    }
+}
+
+/// Builds the server core from a configuration.
+///
+/// # Errors
+///
+/// Any configuration, key or store error.
+pub async fn build(config: &Config, metrics: Arc<Metrics>) -> Result<Arc<Server>> {
+    let options = config.options()?;
+    let kek = config.storage_kek()?;
+    let keys = load_keys(config)?;
+    let store = Store::open(&config.database.url).await?;
+    Ok(Arc::new(Server::new(store, kek, &keys, options, metrics)?))
+}
+
+async fn listen(
+    bind: std::net::SocketAddr,
+    router: axum::Router,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<()> {
+    let listener = tokio::net::TcpListener::bind(bind).await?;
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move {
+            let _ = shutdown.wait_for(|stop| *stop).await;
+        })
+        .await?;
+    Ok(())
+}
+
+/// The metrics routes: `GET /metrics` and `GET /health`.
+pub fn metrics_router(metrics: Arc<Metrics>) -> axum::Router {
+    axum::Router::new()
+        .route(
+            "/metrics",
+            axum::routing::get(
+                |axum::extract::State(m): axum::extract::State<Arc<Metrics>>| async move {
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4",
+                        )],
+                        m.render(),
+                    )
+                },
+            ),
+        )
+        .route("/health", axum::routing::get(|| async { "ok" }))
+        .with_state(metrics)
+}
+
+/// Runs the configured services (MQTT integration, join server, metrics, housekeeping) until
+/// `shutdown` completes; then stops accepting input, finishes what is in progress and closes
+/// the store.
+///
+/// # Errors
+///
+/// Start-up errors (configuration, keys, store, a listen address in use).
+pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result<()> {
+    let metrics = Arc::new(Metrics::default());
+    let server = build(&config, Arc::clone(&metrics)).await?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut tasks = tokio::task::JoinSet::new();
+    if let Some((bind, settings)) = config.join_server_settings()? {
+        if settings.token.is_none() {
+            warn!("join server without a bearer token: keep it on a trusted network");
+        }
+        let js = Arc::new(JoinServer::new(Arc::clone(&server), settings));
+        let router = crate::joinserver::router(js);
+        info!(%bind, "join server listening");
+        let rx = stop_rx.clone();
+        let listener = tokio::net::TcpListener::bind(bind).await?;
+        tasks.spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(async move {
+                    let mut rx = rx;
+                    let _ = rx.wait_for(|stop| *stop).await;
+                })
+                .await
+                .map_err(Error::from)
+        });
+    }
+    if let Some(m) = &config.metrics {
+        info!(bind = %m.bind, "metrics listening");
+        tasks.spawn(listen(
+            m.bind,
+            metrics_router(Arc::clone(&metrics)),
+            stop_rx.clone(),
+        ));
+    }
+    if let Some(settings) = config.mqtt_settings()? {
+        info!(host = %settings.host, port = settings.port, "MQTT integration starting");
+        tasks.spawn(crate::chirpstack::run(
+            Arc::clone(&server),
+            settings,
+            stop_rx.clone(),
+        ));
+    }
+    {
+        let server = Arc::clone(&server);
+        let mut rx = stop_rx.clone();
+        tasks.spawn(async move {
+            loop {
+                if let Err(e) = server.refresh_pending().await {
+                    warn!(error = %e, "pending-session count failed");
+                }
+                if let Err(e) = server.expire_due().await {
+                    warn!(error = %e, "session expiry failed");
+                }
+                tokio::select! {
+                    _ = rx.wait_for(|stop| *stop) => break,
+                    () = tokio::time::sleep(Duration::from_secs(5)) => {}
+                }
+            }
+            Ok(())
+        });
+    }
+    tokio::select! {
+        () = shutdown => info!("shutting down"),
+        Some(res) = tasks.join_next() => {
+            if let Ok(Err(e)) = res {
+                let _ = stop_tx.send(true);
+                while tasks.join_next().await.is_some() {}
+                server.store().close().await;
+                return Err(e);
+            }
+        }
+    }
+    let _ = stop_tx.send(true);
+    while let Some(res) = tasks.join_next().await {
+        if let Ok(Err(e)) = res {
+            warn!(error = %e, "task ended with an error during shutdown");
+        }
+    }
+    server.store().close().await;
+    info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,347 @@
+//! ChirpStack v4 MQTT integration: uplink events in, downlink commands out.
+//!
+//! Subscribes (as a shared subscription, so that several instances share the load) to
+//! `application/+/device/+/event/up`, feeds FPort-1 payloads to the [`Server`], and publishes the
+//! answers to `application/{applicationId}/device/{devEui}/command/down`. Every uplink of a device
+//! whose last join is unconfirmed also confirms that join's key when
+//! [`ConfirmOn::Uplink`](crate::ConfirmOn::Uplink) is set.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use serde::Deserialize;
+use tokio::sync::{Semaphore, watch};
+use tracing::{debug, info, warn};
+
+use crate::error::{Error, Result};
+use crate::eui::Eui64;
+use crate::server::{ConfirmOn, Server};
+
+/// Largest MQTT packet accepted or sent.
+pub const MAX_PACKET: usize = 64 * 1024;
+/// Uplinks processed at once per instance.
+const IN_FLIGHT: usize = 512;
+
+/// MQTT settings.
+#[derive(Clone)]
+pub struct MqttSettings {
+    /// Broker host.
+    pub host: String,
+    /// Broker port.
+    pub port: u16,
+    /// Client id (unique per instance).
+    pub client_id: String,
+    /// Credentials.
+    pub username: Option<String>,
+    /// Credentials.
+    pub password: Option<String>,
+    /// Shared-subscription group; `None` subscribes plainly (one instance only).
+    pub shared_group: Option<String>,
+    /// Send downlinks as confirmed.
+    pub confirmed: bool,
+    /// Topic prefix of ChirpStack's integration (`application`).
+    pub topic_prefix: String,
+}
+
+impl std::fmt::Debug for MqttSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MqttSettings")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("client_id", &self.client_id)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "REDACTED"))
+            .field("shared_group", &self.shared_group)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MqttSettings {
+    /// Settings for a broker at `host:port` with the defaults.
+    #[must_use]
+    pub fn new(host: &str, port: u16, client_id: &str) -> Self {
+        Self {
+            host: host.to_owned(),
+            port,
+            client_id: client_id.to_owned(),
+            username: None,
+            password: None,
+            shared_group: Some("lorapki".into()),
+            confirmed: false,
+            topic_prefix: "application".into(),
+        }
+    }
+
+    /// The uplink subscription filter.
+    #[must_use]
+    pub fn uplink_filter(&self) -> String {
+        let plain = format!("{}/+/device/+/event/up", self.topic_prefix);
+        match &self.shared_group {
+            Some(g) => format!("$share/{g}/{plain}"),
+            None => plain,
+        }
+    }
+}
+
+/// The fields of a ChirpStack v4 uplink event that matter here (JSON, camelCase).
+#[derive(Deserialize, Debug)]
+#[serde(rename_all = "camelCase")]
+pub struct UplinkEvent {
+    /// The device.
+    pub device_info: DeviceInfo,
+    /// DevAddr of the session (hex).
+    #[serde(default)]
+    pub dev_addr: Option<String>,
+    /// FPort (absent for MAC-only frames).
+    #[serde(default)]
+    pub f_port: Option<u32>,
+    /// FRMPayload, base64.
+    #[serde(default)]
+    pub data: Option<String>,
+}
+
+/// `deviceInfo` of an event.
+#[derive(Deserialize, Debug)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceInfo {
+    /// Application id (UUID).
+    pub application_id: String,
+    /// DevEUI, hex.
+    pub dev_eui: String,
+}
+
+/// A validated uplink.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Uplink {
+    /// The application (topic-safe).
+    pub application_id: String,
+    /// The device.
+    pub dev_eui: Eui64,
+    /// DevAddr, lowercase hex.
+    pub dev_addr: Option<String>,
+    /// The FRMPayload when FPort is 1.
+    pub fport1: Option<Vec<u8>>,
+}
+
+fn topic_safe(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+/// Parses and validates an uplink event.
+///
+/// # Errors
+///
+/// [`Error::Malformed`] with the reason; nothing was changed.
+pub fn parse_uplink(payload: &[u8]) -> Result<Uplink> {
+    let event: UplinkEvent = serde_json::from_slice(payload)
+        .map_err(|e| Error::Malformed(format!("uplink event JSON: {e}")))?;
+    if !topic_safe(&event.device_info.application_id) {
+        return Err(Error::Malformed("applicationId is not a plain id".into()));
+    }
+    let dev_eui: Eui64 = event.device_info.dev_eui.parse()?;
+    let dev_addr = match event.dev_addr {
+        Some(a) => {
+            let mut b = [0u8; 4];
+            hex::decode_to_slice(a.trim(), &mut b)
+                .map_err(|_| Error::Malformed("devAddr must be 8 hex digits".into()))?;
+            Some(hex::encode(b))
+        }
+        None => None,
+    };
+    let fport1 = if event.f_port == Some(u32::from(lorapki_proto::FPORT)) {
+        let data = event.data.unwrap_or_default();
+        if data.len() > 4 * lorapki_wire::MAX_PAYLOAD {
+            return Err(Error::Malformed("data too long".into()));
+        }
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(data.trim())
+            .map_err(|_| Error::Malformed("data is not base64".into()))?;
+        if bytes.is_empty() || bytes.len() > lorapki_wire::MAX_PAYLOAD {
+            return Err(Error::Malformed(format!(
+                "FPort-1 payload of {} bytes",
+                bytes.len()
+            )));
+        }
+        Some(bytes)
+    } else {
+        None
+    };
+    Ok(Uplink {
+        application_id: event.device_info.application_id,
+        dev_eui,
+        dev_addr,
+        fport1,
+    })
+}
+
+/// The downlink command for ChirpStack: topic and JSON body.
+#[must_use]
+pub fn downlink_command(
+    prefix: &str,
+    application_id: &str,
+    dev_eui: Eui64,
+    data: &[u8],
+    confirmed: bool,
+) -> (String, Vec<u8>) {
+    let topic = format!("{prefix}/{application_id}/device/{dev_eui}/command/down");
+    let body = serde_json::json!({
+        "devEui": dev_eui.to_string(),
+        "confirmed": confirmed,
+        "fPort": lorapki_proto::FPORT,
+        "data": base64::engine::general_purpose::STANDARD.encode(data),
+    });
+    (topic, body.to_string().into_bytes())
+}
+
+async fn handle_publish(
+    server: &Server,
+    client: &AsyncClient,
+    settings: &MqttSettings,
+    payload: &[u8],
+) -> Result<()> {
+    let uplink = parse_uplink(payload)?;
+    if server.options().confirm_on == ConfirmOn::Uplink
+        && let Some(addr) = &uplink.dev_addr
+        && let Some(device) = server.store().device(uplink.dev_eui).await?
+        && let Some((slot, join_addr)) = &device.last_join
+        && join_addr == addr
+    {
+        server.confirm_session(uplink.dev_eui, *slot).await?;
+    }
+    let Some(frame) = uplink.fport1 else {
+        return Ok(());
+    };
+    if let Some(answer) = server.handle_uplink(uplink.dev_eui, &frame).await? {
+        let (topic, body) = downlink_command(
+            &settings.topic_prefix,
+            &uplink.application_id,
+            uplink.dev_eui,
+            &answer,
+            settings.confirmed,
+        );
+        client
+            .publish(topic, QoS::AtLeastOnce, false, body)
+            .await
+            .map_err(|e| Error::Mqtt(e.to_string()))?;
+    }
+    Ok(())
+}
+
+/// Runs the integration until `shutdown` becomes true: connects (and reconnects) to the broker,
+/// subscribes, and serves uplinks with bounded concurrency.
+///
+/// # Errors
+///
+/// Only for invalid settings; connection failures are retried.
+pub async fn run(
+    server: Arc<Server>,
+    settings: MqttSettings,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<()> {
+    let mut options = MqttOptions::new(&settings.client_id, &settings.host, settings.port);
+    options.set_keep_alive(Duration::from_secs(30));
+    options.set_max_packet_size(MAX_PACKET, MAX_PACKET);
+    options.set_clean_session(true);
+    if let (Some(u), Some(p)) = (&settings.username, &settings.password) {
+        options.set_credentials(u, p);
+    }
+    let (client, mut eventloop) = AsyncClient::new(options, 1024);
+    let filter = settings.uplink_filter();
+    let limit = Arc::new(Semaphore::new(IN_FLIGHT));
+    let settings = Arc::new(settings);
+    let mut tasks = tokio::task::JoinSet::new();
+    loop {
+        let event = tokio::select! {
+            _ = shutdown.changed() => break,
+            event = eventloop.poll() => event,
+        };
+        while tasks.try_join_next().is_some() {}
+        match event {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                info!(filter = %filter, "MQTT connected; subscribing");
+                client
+                    .subscribe(filter.clone(), QoS::AtLeastOnce)
+                    .await
+                    .map_err(|e| Error::Mqtt(e.to_string()))?;
+            }
+            Ok(Event::Incoming(Packet::Publish(publish))) => {
+                let Ok(permit) = Arc::clone(&limit).acquire_owned().await else {
+                    break;
+                };
+                let server = Arc::clone(&server);
+                let client = client.clone();
+                let settings = Arc::clone(&settings);
+                tasks.spawn(async move {
+                    if let Err(e) =
+                        handle_publish(&server, &client, &settings, &publish.payload).await
+                    {
+                        match e {
+                            Error::Malformed(m) => {
+                                server.metrics().uplink("malformed");
+                                debug!(topic = %publish.topic, reason = %m, "uplink event ignored");
+                            }
+                            other => warn!(topic = %publish.topic, error = %other, "uplink failed"),
+                        }
+                    }
+                    drop(permit);
+                });
+            }
+            Ok(_) => {}
+            Err(e) => {
+                warn!(error = %e, "MQTT connection error; reconnecting");
+                tokio::select! {
+                    _ = shutdown.changed() => break,
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        }
+    }
+    // Let the uplinks in progress finish and their answers go out.
+    while tasks.join_next().await.is_some() {}
+    let _ = client.disconnect().await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while let Ok(ev) = eventloop.poll().await {
+            if matches!(ev, Event::Outgoing(rumqttc::Outgoing::Disconnect)) {
+                break;
+            }
+        }
+    })
+    .await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_chirpstack_uplink() {
+        let json = br#"{"deduplicationId":"x","deviceInfo":{"tenantId":"t","applicationId":"0b5d-11","devEui":"70b3d57ed0000001","tags":{}},"devAddr":"01020304","fCnt":3,"fPort":1,"data":"AQID","rxInfo":[]}"#;
+        let u = parse_uplink(json).unwrap();
+        assert_eq!(u.dev_eui.to_string(), "70b3d57ed0000001");
+        assert_eq!(u.fport1, Some(vec![1, 2, 3]));
+        assert_eq!(u.dev_addr.as_deref(), Some("01020304"));
+        let bad = br#"{"deviceInfo":{"applicationId":"a/b","devEui":"70b3d57ed0000001"},"fPort":1,"data":"AQID"}"#;
+        assert!(parse_uplink(bad).is_err());
+        let other_port = br#"{"deviceInfo":{"applicationId":"a","devEui":"70b3d57ed0000001"},"fPort":2,"data":"AQID"}"#;
+        assert_eq!(parse_uplink(other_port).unwrap().fport1, None);
+    }
+
+    #[test]
+    fn builds_downlink_command() {
+        let (topic, body) = downlink_command("application", "app1", Eui64([1; 8]), &[4, 20], false);
+        assert_eq!(
+            topic,
+            "application/app1/device/0101010101010101/command/down"
+        );
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["fPort"], 1);
+        assert_eq!(v["data"], "BBQ=");
+        assert_eq!(v["devEui"], "0101010101010101");
+    }
+}

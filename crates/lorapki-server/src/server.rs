@@ -1,0 +1,716 @@
+//! The server core: owns the sans-IO [`ServerEndpoint`]s and the crypto backend, and applies
+//! every input to the store transactionally.
+//!
+//! The store is the only state: for each input the device's [`SessionSnapshot`] is loaded,
+//! imported into an endpoint, the input applied, the events turned into key operations, and the
+//! new snapshot and the key operations committed together (guarded by row versions). Only then is
+//! the downlink released. So any instance can serve any frame of any device, a crash between two
+//! steps loses nothing that was acknowledged, and memory holds no per-device state between
+//! inputs.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration as StdDuration, SystemTime, UNIX_EPOCH};
+
+use getrandom::SysRng;
+use lorapki_crypto::{KeySlot, RootKeySlot};
+use lorapki_crypto_soft::SoftBackend;
+use lorapki_proto::{
+    DeviceRecord, Duration, FailReason, Instant, RateLimit, ServerConfig, ServerEndpoint,
+    ServerEvent, SessionSnapshot,
+};
+use tracing::{debug, info, warn};
+use zeroize::Zeroizing;
+
+use crate::error::{Error, Result};
+use crate::eui::Eui64;
+use crate::identity::{KeyId, ServerKey};
+use crate::kek::StorageKek;
+use crate::metrics::Metrics;
+use crate::store::{
+    Commit, DeviceRow, KeyOp, SessionRow, SessionWrite, Store, open_snapshot, seal_root_keys,
+    seal_snapshot,
+};
+
+type Backend = SoftBackend<SysRng>;
+
+/// When the join server retires a device's old root key (PROTOCOL.md §7).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConfirmOn {
+    /// At the first JoinRequest that verifies under the new key (works with the join server
+    /// alone). The device keeps its staged key until a JoinAccept under it verifies, so a lost
+    /// JoinAccept is harmless: its next JoinRequest under the new key is still accepted.
+    Join,
+    /// At the first uplink of the session created by that join, seen on the network server's
+    /// integration (the protocol's stricter rule; needs the MQTT integration).
+    Uplink,
+}
+
+/// Tunables of the server core.
+#[derive(Clone, Debug)]
+pub struct ServerOptions {
+    /// Maximum FPort-1 downlink payload N (11..=242; 51 fits every EU868 data rate).
+    pub max_downlink_payload: usize,
+    /// A pending run with no frame for this long expires.
+    pub idle_timeout: StdDuration,
+    /// Runs a device may start back to back.
+    pub runs_burst: u8,
+    /// One more run per this interval.
+    pub runs_refill: StdDuration,
+    /// Pending runs over all devices (and instances); more PubKeyReqs are answered RateLimited.
+    pub max_pending_sessions: usize,
+    /// FPort-1 uplinks a device may send per minute before frames are dropped unprocessed.
+    pub uplinks_per_minute: u32,
+    /// Burst of the uplink limit.
+    pub uplink_burst: u32,
+    /// When old keys are retired.
+    pub confirm_on: ConfirmOn,
+    /// Parallel crypto engines (default: the number of cores).
+    pub engines: usize,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        Self {
+            max_downlink_payload: 51,
+            idle_timeout: StdDuration::from_secs(3600),
+            runs_burst: 3,
+            runs_refill: StdDuration::from_secs(3600),
+            max_pending_sessions: 10_000,
+            uplinks_per_minute: 60,
+            uplink_burst: 20,
+            confirm_on: ConfirmOn::Join,
+            engines: std::thread::available_parallelism().map_or(2, usize::from),
+        }
+    }
+}
+
+/// Milliseconds since the UNIX epoch: the clock of every instance.
+#[must_use]
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn instant(ms: i64) -> Instant {
+    Instant::from_millis(u64::try_from(ms).unwrap_or(0))
+}
+
+fn duration(d: StdDuration) -> Duration {
+    Duration::from_millis(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// One server key's two endpoints: `normal`, and `full`, configured with no room for new runs,
+/// used while the store-wide pending bound is reached.
+struct KeyEndpoints {
+    normal: ServerEndpoint,
+    full: ServerEndpoint,
+}
+
+/// A crypto backend with the server keys installed and their endpoints. Holds no device state
+/// between inputs (every device is imported, served and forgotten).
+struct Engine {
+    backend: Backend,
+    keys: Vec<KeyEndpoints>,
+}
+
+impl Engine {
+    fn new(keys: &[ServerKey], options: &ServerOptions) -> Result<Self> {
+        let mut backend = SoftBackend::new(SysRng);
+        let mut endpoints = Vec::new();
+        for (i, key) in keys.iter().enumerate() {
+            let slot = KeySlot(u8::try_from(i).map_err(|_| Error::Key("too many keys".into()))?);
+            key.install(&mut backend, slot)?;
+            let mut config = ServerConfig::new(slot, key.public());
+            config.idle_timeout = duration(options.idle_timeout);
+            config.rate_limit = RateLimit {
+                burst: options.runs_burst,
+                refill: duration(options.runs_refill),
+            };
+            config.max_pending_sessions = usize::MAX;
+            let normal = ServerEndpoint::new(&mut backend, config.clone());
+            config.max_pending_sessions = 0;
+            let full = ServerEndpoint::new(&mut backend, config);
+            endpoints.push(KeyEndpoints { normal, full });
+        }
+        Ok(Self {
+            backend,
+            keys: endpoints,
+        })
+    }
+}
+
+/// What one input did to one device, before it is committed.
+struct Output {
+    events: Vec<ServerEvent>,
+    downlink: Option<Vec<u8>>,
+    snapshot: Option<Zeroizing<Vec<u8>>>,
+    pending: bool,
+    deadline_ms: Option<i64>,
+    key_work_nanos: Option<u64>,
+    error: Option<lorapki_proto::Error>,
+}
+
+enum Input {
+    Uplink {
+        record: Option<DeviceRecord>,
+        payload: Vec<u8>,
+    },
+    Confirmed(RootKeySlot),
+    Timeout,
+}
+
+/// Per-device uplink limiter (before any database or crypto work).
+struct Ingress {
+    buckets: HashMap<Eui64, (f64, i64)>,
+}
+
+const MAX_INGRESS_ENTRIES: usize = 200_000;
+
+/// The server core. Cheap to share (`Arc`); every method may be called concurrently.
+pub struct Server {
+    store: Store,
+    kek: Arc<StorageKek>,
+    key_ids: Vec<KeyId>,
+    engines: Vec<Arc<Mutex<Engine>>>,
+    shards: Vec<tokio::sync::Mutex<()>>,
+    options: ServerOptions,
+    metrics: Arc<Metrics>,
+    pending: AtomicI64,
+    ingress: Mutex<Ingress>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("store", &self.store.backend())
+            .field("engines", &self.engines.len())
+            .finish_non_exhaustive()
+    }
+}
+
+const SHARDS: usize = 1024;
+const COMMIT_ATTEMPTS: usize = 8;
+
+fn shard_of(dev_eui: Eui64, n: usize) -> usize {
+    // FNV-1a over the DevEUI: stable and cheap; only spreads the lock shards.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in dev_eui.0 {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    usize::try_from(h % n.max(1) as u64).unwrap_or(0)
+}
+
+/// A short label for a failure reason (metrics and logs).
+#[must_use]
+pub fn reason_label(reason: &FailReason) -> &'static str {
+    match reason {
+        FailReason::NoAnswer => "no-answer",
+        FailReason::Rejected => "rejected",
+        FailReason::Refused => "refused",
+        FailReason::Aborted(_) => "aborted",
+        FailReason::ServerAuthentication => "server-authentication",
+        FailReason::BadEphemeral => "bad-ephemeral",
+        FailReason::DeviceAuthentication => "device-authentication",
+        FailReason::RolledBack => "rolled-back",
+        FailReason::Expired => "expired",
+        FailReason::Superseded => "superseded",
+        FailReason::Crypto(_) => "crypto",
+        _ => "other",
+    }
+}
+
+impl Server {
+    /// A server core over `store`, signing with `keys` (the first is the primary key; a second
+    /// one serves devices that pinned it during a server-key rotation).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Key`] if no key is given or a backend refuses one.
+    pub fn new(
+        store: Store,
+        kek: StorageKek,
+        keys: &[ServerKey],
+        options: ServerOptions,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self> {
+        if keys.is_empty() || keys.len() > 2 {
+            return Err(Error::Key("one or two server keys are needed".into()));
+        }
+        let n = options.engines.clamp(1, 64);
+        let mut engines = Vec::with_capacity(n);
+        for _ in 0..n {
+            engines.push(Arc::new(Mutex::new(Engine::new(keys, &options)?)));
+        }
+        Ok(Self {
+            store,
+            kek: Arc::new(kek),
+            key_ids: keys.iter().map(ServerKey::key_id).collect(),
+            engines,
+            shards: (0..SHARDS).map(|_| tokio::sync::Mutex::new(())).collect(),
+            options,
+            metrics,
+            pending: AtomicI64::new(0),
+            ingress: Mutex::new(Ingress {
+                buckets: HashMap::new(),
+            }),
+        })
+    }
+
+    /// The store.
+    #[must_use]
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The storage KEK.
+    #[must_use]
+    pub fn kek(&self) -> &StorageKek {
+        &self.kek
+    }
+
+    /// The metrics.
+    #[must_use]
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The options.
+    #[must_use]
+    pub fn options(&self) -> &ServerOptions {
+        &self.options
+    }
+
+    /// The key ids of the loaded server keys (primary first).
+    #[must_use]
+    pub fn key_ids(&self) -> &[KeyId] {
+        &self.key_ids
+    }
+
+    /// Serializes work on one device within this instance (other instances are kept apart by the
+    /// store's row versions).
+    pub async fn lock_device(&self, dev_eui: Eui64) -> tokio::sync::MutexGuard<'_, ()> {
+        self.shards[shard_of(dev_eui, self.shards.len())]
+            .lock()
+            .await
+    }
+
+    fn admit(&self, dev_eui: Eui64, now: i64) -> bool {
+        let Ok(mut ingress) = self.ingress.lock() else {
+            return false;
+        };
+        let rate = f64::from(self.options.uplinks_per_minute) / 60_000.0;
+        let burst = f64::from(self.options.uplink_burst.max(1));
+        if ingress.buckets.len() >= MAX_INGRESS_ENTRIES {
+            // Forget the devices whose buckets have refilled: they lose nothing.
+            ingress
+                .buckets
+                .retain(|_, (tokens, at)| *tokens + (now - *at) as f64 * rate < burst);
+            if ingress.buckets.len() >= MAX_INGRESS_ENTRIES {
+                ingress.buckets.clear();
+            }
+        }
+        let (tokens, at) = ingress.buckets.entry(dev_eui).or_insert((burst, now));
+        *tokens = (*tokens + (now - *at).max(0) as f64 * rate).min(burst);
+        *at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Refreshes the store-wide pending-run count (bounds new runs; feeds the metrics gauge).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`].
+    pub async fn refresh_pending(&self) -> Result<i64> {
+        let n = self.store.pending_sessions().await?;
+        self.pending.store(n, Ordering::Relaxed);
+        self.metrics.set_pending_sessions(n);
+        Ok(n)
+    }
+
+    /// An FPort-1 uplink of `dev_eui`: returns the FRMPayload to send back on FPort 1, if any.
+    /// The answer is released only after everything the uplink changed is committed.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Malformed`] for an impossible payload size; store errors. Protocol errors (bad
+    /// frames, stale sessions) are not errors here: they are counted and may owe an Abort.
+    pub async fn handle_uplink(&self, dev_eui: Eui64, payload: &[u8]) -> Result<Option<Vec<u8>>> {
+        if payload.is_empty() || payload.len() > lorapki_wire::MAX_PAYLOAD {
+            self.metrics.uplink("malformed");
+            return Err(Error::Malformed(format!(
+                "FPort-1 payload of {} bytes",
+                payload.len()
+            )));
+        }
+        let now = now_ms();
+        if !self.admit(dev_eui, now) {
+            self.metrics.uplink("rate-limited");
+            debug!(%dev_eui, "uplink dropped by the per-device rate limit");
+            return Ok(None);
+        }
+        let _guard = self.shards[shard_of(dev_eui, self.shards.len())]
+            .lock()
+            .await;
+        for _ in 0..COMMIT_ATTEMPTS {
+            let device = self.store.device(dev_eui).await?;
+            let Some(device) = device else {
+                // Unregistered: no key work, no state; the endpoint owes only an Abort.
+                self.metrics.uplink("unknown-device");
+                let out = self
+                    .run(
+                        dev_eui,
+                        None,
+                        0,
+                        Input::Uplink {
+                            record: None,
+                            payload: payload.to_vec(),
+                        },
+                        now,
+                    )
+                    .await?;
+                return Ok(out.downlink);
+            };
+            let session = self.store.session(dev_eui).await?;
+            let record = DeviceRecord {
+                dev_eui: dev_eui.0,
+                join_eui: device.join_eui.0,
+                lorawan: device.mac_version.lorawan(),
+                identity: device.identity,
+            };
+            let key_index = self.key_index(&device)?;
+            let out = self
+                .run(
+                    dev_eui,
+                    session.as_ref(),
+                    key_index,
+                    Input::Uplink {
+                        record: Some(record),
+                        payload: payload.to_vec(),
+                    },
+                    now,
+                )
+                .await?;
+            let mut commit = Commit::new(dev_eui, now);
+            self.fill_commit(&mut commit, &device, session.as_ref(), &out)?;
+            match self.store.commit(&commit).await {
+                Ok(()) => {
+                    if let Some(e) = &out.error {
+                        debug!(%dev_eui, error = %e, "uplink refused by the protocol");
+                        self.metrics.uplink("refused");
+                    } else {
+                        self.metrics.uplink("accepted");
+                    }
+                    if let Some(n) = out.key_work_nanos {
+                        self.metrics.key_work(n);
+                    }
+                    self.report(dev_eui, &out.events);
+                    if out.downlink.is_some() {
+                        self.metrics.downlink();
+                    }
+                    return Ok(out.downlink);
+                }
+                Err(Error::Conflict) => {
+                    debug!(%dev_eui, "concurrent update; retrying the uplink");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Error::Conflict)
+    }
+
+    /// The first uplink of a session created by a join under `slot` was seen (or, with
+    /// [`ConfirmOn::Join`], the join itself): confirms or rolls back a staged key.
+    ///
+    /// # Errors
+    ///
+    /// Store errors.
+    pub async fn confirm_session(&self, dev_eui: Eui64, slot: RootKeySlot) -> Result<()> {
+        let now = now_ms();
+        let _guard = self.shards[shard_of(dev_eui, self.shards.len())]
+            .lock()
+            .await;
+        for _ in 0..COMMIT_ATTEMPTS {
+            let Some(device) = self.store.device(dev_eui).await? else {
+                return Err(Error::UnknownDevice);
+            };
+            let mut commit = Commit::new(dev_eui, now);
+            commit.device_version = Some(device.version);
+            commit.clear_last_join = device.last_join.is_some();
+            let events = self
+                .prepare_confirm(&device, slot, now, &mut commit)
+                .await?;
+            if !commit.clear_last_join && commit.session.is_none() && commit.key_ops.is_empty() {
+                return Ok(());
+            }
+            match self.store.commit(&commit).await {
+                Ok(()) => {
+                    self.report(dev_eui, &events);
+                    return Ok(());
+                }
+                Err(Error::Conflict) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Error::Conflict)
+    }
+
+    /// Runs a session confirmation for `device` and puts its effects (session write and key
+    /// operations) into `commit`, for a caller that commits them together with its own changes
+    /// (the join server). Returns the events to [`report`](Self::report) after the commit.
+    ///
+    /// # Errors
+    ///
+    /// Store or snapshot errors.
+    pub async fn prepare_confirm(
+        &self,
+        device: &DeviceRow,
+        slot: RootKeySlot,
+        now: i64,
+        commit: &mut Commit,
+    ) -> Result<Vec<ServerEvent>> {
+        let session = self.store.session(device.dev_eui).await?;
+        if session.is_none() {
+            return Ok(Vec::new());
+        }
+        let key_index = self.key_index(device)?;
+        let out = self
+            .run(
+                device.dev_eui,
+                session.as_ref(),
+                key_index,
+                Input::Confirmed(slot),
+                now,
+            )
+            .await?;
+        self.fill_commit(commit, device, session.as_ref(), &out)?;
+        Ok(out.events)
+    }
+
+    /// Expires idle runs whose deadline has passed (any instance may do it for any device).
+    ///
+    /// # Errors
+    ///
+    /// Store errors.
+    pub async fn expire_due(&self) -> Result<usize> {
+        let now = now_ms();
+        let due = self.store.due_sessions(now, 256).await?;
+        let mut done = 0;
+        for dev_eui in due {
+            let _guard = self.shards[shard_of(dev_eui, self.shards.len())]
+                .lock()
+                .await;
+            for _ in 0..COMMIT_ATTEMPTS {
+                let Some(device) = self.store.device(dev_eui).await? else {
+                    break;
+                };
+                let session = self.store.session(dev_eui).await?;
+                let key_index = self.key_index(&device)?;
+                let out = self
+                    .run(dev_eui, session.as_ref(), key_index, Input::Timeout, now)
+                    .await?;
+                let mut commit = Commit::new(dev_eui, now);
+                self.fill_commit(&mut commit, &device, session.as_ref(), &out)?;
+                match self.store.commit(&commit).await {
+                    Ok(()) => {
+                        self.report(dev_eui, &out.events);
+                        done += 1;
+                        break;
+                    }
+                    Err(Error::Conflict) => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(done)
+    }
+
+    fn key_index(&self, device: &DeviceRow) -> Result<usize> {
+        match device.server_key_id {
+            None => Ok(0),
+            Some(id) => self.key_ids.iter().position(|k| *k == id).ok_or_else(|| {
+                Error::Key(format!(
+                    "device {} pinned server key {} which is not loaded",
+                    device.dev_eui,
+                    hex::encode(id)
+                ))
+            }),
+        }
+    }
+
+    /// Turns an [`Output`] into the session write and key operations of `commit`.
+    fn fill_commit(
+        &self,
+        commit: &mut Commit,
+        device: &DeviceRow,
+        session: Option<&SessionRow>,
+        out: &Output,
+    ) -> Result<()> {
+        if let Some(snapshot) = &out.snapshot {
+            commit.session = Some(SessionWrite {
+                expected_version: session.map(|s| s.version),
+                sealed: seal_snapshot(&self.kek, device.dev_eui, snapshot)?,
+                pending: out.pending,
+                deadline_ms: out.deadline_ms,
+            });
+        }
+        for event in &out.events {
+            let op = match event {
+                ServerEvent::StageNewKey { keys, .. } => KeyOp::Stage(seal_root_keys(
+                    &self.kek,
+                    device.dev_eui,
+                    &keys.app_key,
+                    keys.nwk_key.as_ref(),
+                )?),
+                ServerEvent::ActivateNewKey { .. } => KeyOp::Activate,
+                ServerEvent::RollBack { .. } => KeyOp::RollBack,
+                _ => continue,
+            };
+            commit.key_ops.push(op);
+        }
+        if !commit.key_ops.is_empty() || commit.device_version.is_some() {
+            commit.device_version = Some(device.version);
+        }
+        Ok(())
+    }
+
+    /// Metrics and logs for committed events.
+    pub fn report(&self, dev_eui: Eui64, events: &[ServerEvent]) {
+        for event in events {
+            match event {
+                ServerEvent::SessionStarted { session, .. } => {
+                    self.metrics.rekey_started();
+                    info!(%dev_eui, session, "key exchange started");
+                }
+                ServerEvent::StageNewKey { .. } => {
+                    info!(%dev_eui, "device authenticated; new root key staged");
+                }
+                ServerEvent::ActivateNewKey { .. } => {
+                    info!(%dev_eui, "new root key active; old key retired");
+                }
+                ServerEvent::RollBack { .. } => {
+                    warn!(%dev_eui, "device rolled back; staged key dropped");
+                }
+                ServerEvent::Completed { .. } => {
+                    self.metrics.rekey_completed();
+                    info!(%dev_eui, "rekey completed");
+                }
+                ServerEvent::Failed { reason, .. } => {
+                    self.metrics.rekey_failed(reason_label(reason));
+                    info!(%dev_eui, reason = %reason, "key exchange failed");
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Imports the device's snapshot into an engine, applies `input`, and exports the result;
+    /// the crypto runs on a blocking thread.
+    async fn run(
+        &self,
+        dev_eui: Eui64,
+        session: Option<&SessionRow>,
+        key_index: usize,
+        input: Input,
+        now: i64,
+    ) -> Result<Output> {
+        let snapshot = match session {
+            Some(s) => Some(SessionSnapshot::from_bytes(&open_snapshot(
+                &self.kek, dev_eui, &s.sealed,
+            )?)),
+            None => None,
+        };
+        let engine = Arc::clone(&self.engines[shard_of(dev_eui, self.engines.len())]);
+        let full = usize::try_from(self.pending.load(Ordering::Relaxed)).unwrap_or(0)
+            >= self.options.max_pending_sessions;
+        let n = self.options.max_downlink_payload;
+        let before = snapshot
+            .as_ref()
+            .map(|s| Zeroizing::new(s.as_bytes().to_vec()));
+        let task = move || -> Result<Output> {
+            let mut guard = engine
+                .lock()
+                .map_err(|_| Error::Key("crypto engine poisoned".into()))?;
+            let engine = &mut *guard;
+            let keys = engine
+                .keys
+                .get_mut(key_index)
+                .ok_or_else(|| Error::Key("server key index".into()))?;
+            let endpoint = if full {
+                &mut keys.full
+            } else {
+                &mut keys.normal
+            };
+            let d = dev_eui.0;
+            if let Some(s) = &snapshot {
+                endpoint.import(s)?;
+            }
+            let now = instant(now);
+            let mut error = None;
+            let mut key_work_nanos = None;
+            match input {
+                Input::Uplink { record, payload } => {
+                    let started = std::time::Instant::now();
+                    match endpoint.handle_uplink(
+                        &mut engine.backend,
+                        now,
+                        &d,
+                        record.as_ref(),
+                        &payload,
+                    ) {
+                        Ok(outcome) => {
+                            if outcome.key_work {
+                                key_work_nanos =
+                                    Some(u64::try_from(started.elapsed().as_nanos()).unwrap_or(0));
+                            }
+                        }
+                        Err(e) => error = Some(e),
+                    }
+                }
+                Input::Confirmed(slot) => endpoint.handle_session_confirmed(&d, slot),
+                Input::Timeout => endpoint.handle_timeout(now),
+            }
+            let mut events = Vec::new();
+            while let Some(event) = endpoint.poll_event() {
+                events.push(event);
+            }
+            let mut buf = [0u8; lorapki_wire::MAX_PAYLOAD];
+            let downlink = endpoint
+                .poll_transmit(&d, n, &mut buf)?
+                .map(|t| buf[..t.len].to_vec());
+            let pending = endpoint.pending_sessions() > 0;
+            let deadline_ms = endpoint
+                .poll_timeout()
+                .map(|t| i64::try_from(t.as_millis()).unwrap_or(i64::MAX));
+            let exported = endpoint
+                .export(&d)
+                .map(|s| Zeroizing::new(s.as_bytes().to_vec()));
+            endpoint.forget(&d);
+            // Only a changed state is written back.
+            let snapshot = match (exported, before) {
+                (Some(after), Some(before)) if *after == *before => None,
+                (after, _) => after,
+            };
+            Ok(Output {
+                events,
+                downlink,
+                snapshot,
+                pending,
+                deadline_ms,
+                key_work_nanos,
+                error,
+            })
+        };
+        tokio::task::spawn_blocking(task)
+            .await
+            .map_err(|e| Error::Key(format!("crypto task: {e}")))?
+    }
+}
