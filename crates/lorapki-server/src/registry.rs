@@ -492,25 +492,27 @@ pub fn parse_json(
     use serde_json::value::RawValue;
 
     #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Top<'a> {
-        List(#[serde(borrow)] Vec<&'a RawValue>),
-        Wrapped {
-            #[serde(borrow)]
-            devices: Vec<&'a RawValue>,
-        },
+    #[serde(deny_unknown_fields)]
+    struct Wrapped<'a> {
+        #[serde(borrow)]
+        devices: Vec<&'a RawValue>,
     }
 
     check_size(text)?;
     let mut out = Collector::new();
-    let items = match serde_json::from_str::<Top<'_>>(text) {
-        Ok(Top::List(items) | Top::Wrapped { devices: items }) => items,
+    let parsed = if text.trim_start().starts_with('{') {
+        serde_json::from_str::<Wrapped<'_>>(text).map(|w| w.devices)
+    } else {
+        serde_json::from_str::<Vec<&RawValue>>(text)
+    };
+    let items = match parsed {
+        Ok(items) => items,
         Err(e) => {
-            // Syntax errors carry their position; a wrong shape does not.
+            // Syntax errors carry their position; a wrong shape is reported at its line too.
             let message = if e.is_syntax() || e.is_eof() {
                 format!("JSON: {e}")
             } else {
-                "JSON must be an array of devices or {\"devices\": [...]}".into()
+                format!("JSON must be an array of devices or {{\"devices\": [...]}} ({e})")
             };
             out.error(e.line().max(1), message);
             return out.finish();

@@ -355,3 +355,19 @@ pub fn now() -> SystemTime {
 pub fn aes_encrypt(key: &[u8; 16], block: &mut [u8; 16]) {
     Aes128::new(key.into()).encrypt_block(block.into());
 }
+
+/// Runs the exchange of `dev` against `server` until the device has staged its new key and
+/// wants to rejoin.
+pub async fn exchange_until_rejoin(server: &Server, dev: &mut SimDevice) {
+    dev.start();
+    for _ in 0..40 {
+        if dev.session.join_key().is_some() {
+            return;
+        }
+        let up = dev.uplink(51).expect("device has something to send");
+        if let Some(down) = server.handle_uplink(dev.dev_eui, &up).await.unwrap() {
+            dev.downlink(&down);
+        }
+    }
+    panic!("no rejoin: {:?}", dev.failures);
+}

@@ -1,0 +1,355 @@
+//! Device registry: CSV and JSON import with line-numbered errors, all-or-nothing storage,
+//! identity keys raw, PEM or as certificates chained to a manufacturer CA (made with the openssl
+//! command-line tool), sealing at rest, and the store's version guard — on SQLite and, when
+//! `LORAPKI_TEST_POSTGRES` is set, PostgreSQL.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+use lorapki_server::registry::{TrustAnchors, parse_csv, parse_json};
+use lorapki_server::store::{Commit, KeyOp, SessionWrite, open_root_keys};
+use lorapki_server::{Error, Eui64, KeyState, StorageKek, Store};
+
+const KEY_A: &str = "2b7e151628aed2a6abf7158809cf4f3c";
+
+fn public_hex(i: u32) -> String {
+    let dev = SimDevice::new(i, lorapki_server::MacVersion::V1_0_3, server_key().public());
+    hex::encode(dev.identity.as_bytes())
+}
+
+fn import_errors(e: Error) -> Vec<(usize, String)> {
+    match e {
+        Error::Import(list) => list.into_iter().map(|e| (e.line, e.message)).collect(),
+        other => panic!("not an import error: {other}"),
+    }
+}
+
+#[test]
+fn csv_errors_carry_line_numbers() {
+    let k = public_hex(1);
+    let text = format!(
+        "dev_eui,join_eui,lorawan_version,app_key,nwk_key,identity_key\n\
+         70b3d57e00000001,70b3d57ed0000000,1.0.3,{KEY_A},,{k}\n\
+         70b3d57e0000000Z,70b3d57ed0000000,1.0.3,{KEY_A},,{k}\n\
+         70b3d57e00000003,70b3d57ed0000000,1.0.3,abcd,,{k}\n\
+         70b3d57e00000001,70b3d57ed0000000,1.0.3,{KEY_A},,{k}\n\
+         70b3d57e00000005,70b3d57ed0000000,1.0.3,{KEY_A},,\n\
+         70b3d57e00000006,70b3d57ed0000000,2.0,{KEY_A},,{k}\n\
+         70b3d57e00000007,70b3d57ed0000000,1.1,{KEY_A},,{k}\n\
+         70b3d57e00000008,70b3d57ed0000000,1.0.3,{KEY_A},,02{}\n\
+         70b3d57e00000009,70b3d57ed0000000\n",
+        "ff".repeat(48)
+    );
+    let errors = import_errors(parse_csv(&text, &TrustAnchors::none(), now()).unwrap_err());
+    let lines: Vec<usize> = errors.iter().map(|e| e.0).collect();
+    assert_eq!(lines, [3, 4, 5, 6, 7, 8, 9, 10], "{errors:?}");
+    assert!(errors[0].1.contains("EUI-64"), "{errors:?}");
+    assert!(errors[1].1.contains("app_key"));
+    assert!(errors[2].1.contains("twice"));
+    assert!(errors[3].1.contains("identity_key or certificate"));
+    assert!(errors[4].1.contains("LoRaWAN version"));
+    assert!(errors[5].1.contains("nwk_key"));
+    assert!(errors[6].1.contains("P-384"));
+    let e = parse_csv("dev_eui,bogus\n1,2\n", &TrustAnchors::none(), now()).unwrap_err();
+    assert!(e.to_string().contains("line 2"), "{e}");
+}
+
+#[test]
+fn json_errors_carry_line_numbers() {
+    let k = public_hex(1);
+    let text = format!(
+        "[\n  {{\"dev_eui\": \"70b3d57e00000001\", \"join_eui\": \"70b3d57ed0000000\",\n    \
+         \"lorawan_version\": \"1.0.4\", \"app_key\": \"{KEY_A}\", \"identity_key\": \"{k}\"}},\n  \
+         {{\"dev_eui\": \"70b3d57e00000002\", \"join_eui\": \"70b3d57ed0000000\",\n    \
+         \"lorawan_version\": \"1.0.4\", \"app_key\": \"{KEY_A}\", \"identity_key\": \"{k}\", \"colour\": 1}},\n  \
+         {{\"dev_eui\": 7}}\n]\n"
+    );
+    let errors = import_errors(parse_json(&text, &TrustAnchors::none(), now()).unwrap_err());
+    assert_eq!(
+        errors.iter().map(|e| e.0).collect::<Vec<_>>(),
+        [4, 6],
+        "{errors:?}"
+    );
+    assert!(errors[0].1.contains("colour"));
+    let syntax = import_errors(parse_json("[\n{\n", &TrustAnchors::none(), now()).unwrap_err());
+    assert_eq!(syntax[0].0, 3);
+    let wrapped = format!(
+        "{{\"devices\": [{{\"dev_eui\": \"70b3d57e00000001\", \"join_eui\": \"70b3d57ed0000000\", \
+         \"lorawan_version\": \"1.1\", \"app_key\": \"{KEY_A}\", \"nwk_key\": \"{KEY_A}\", \
+         \"identity_key\": \"{k}\"}}]}}"
+    );
+    assert_eq!(
+        parse_json(&wrapped, &TrustAnchors::none(), now())
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+fn openssl(dir: &Path, args: &[&str]) -> bool {
+    Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+/// A CA and a device certificate (P-384, ECDSA-SHA384), plus a certificate from another CA.
+fn certificates(dir: &Path) -> Option<()> {
+    let steps: &[&[&str]] = &[
+        &[
+            "ecparam",
+            "-name",
+            "secp384r1",
+            "-genkey",
+            "-noout",
+            "-out",
+            "ca.key",
+        ],
+        &[
+            "req",
+            "-x509",
+            "-new",
+            "-key",
+            "ca.key",
+            "-sha384",
+            "-days",
+            "3650",
+            "-subj",
+            "/CN=Manufacturer CA",
+            "-out",
+            "ca.pem",
+        ],
+        &[
+            "ecparam",
+            "-name",
+            "secp384r1",
+            "-genkey",
+            "-noout",
+            "-out",
+            "dev.key",
+        ],
+        &[
+            "req",
+            "-new",
+            "-key",
+            "dev.key",
+            "-subj",
+            "/CN=70b3d57e00000001",
+            "-out",
+            "dev.csr",
+        ],
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "dev.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-sha384",
+            "-days",
+            "365",
+            "-out",
+            "dev.pem",
+        ],
+        &["ec", "-in", "dev.key", "-pubout", "-out", "dev.pub.pem"],
+        &[
+            "ecparam",
+            "-name",
+            "secp384r1",
+            "-genkey",
+            "-noout",
+            "-out",
+            "rogue.key",
+        ],
+        &[
+            "req",
+            "-x509",
+            "-new",
+            "-key",
+            "rogue.key",
+            "-sha384",
+            "-days",
+            "3650",
+            "-subj",
+            "/CN=Manufacturer CA",
+            "-out",
+            "rogue.pem",
+        ],
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "dev.csr",
+            "-CA",
+            "rogue.pem",
+            "-CAkey",
+            "rogue.key",
+            "-CAcreateserial",
+            "-sha384",
+            "-days",
+            "365",
+            "-out",
+            "forged.pem",
+        ],
+    ];
+    for step in steps {
+        if !openssl(dir, step) {
+            return None;
+        }
+    }
+    Some(())
+}
+
+#[test]
+fn certificates_must_chain_to_the_manufacturer_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    if certificates(dir.path()).is_none() {
+        println!("SKIPPED: certificate import (the openssl command is not available)");
+        return;
+    }
+    let read = |f: &str| std::fs::read_to_string(dir.path().join(f)).unwrap();
+    let anchors = TrustAnchors::from_pem(&read("ca.pem")).unwrap();
+    let cert = read("dev.pem");
+    let from_cert = anchors.verify(&cert, now()).unwrap();
+    let from_pem = lorapki_server::registry::parse_public_key(&read("dev.pub.pem")).unwrap();
+    assert_eq!(
+        from_cert, from_pem,
+        "the certificate's key is the device's key"
+    );
+    let e = anchors.verify(&read("forged.pem"), now()).unwrap_err();
+    assert!(e.to_string().contains("does not verify"), "{e}");
+    let far_future = now() + std::time::Duration::from_secs(400 * 86400);
+    assert!(
+        anchors
+            .verify(&cert, far_future)
+            .unwrap_err()
+            .to_string()
+            .contains("expired")
+    );
+    // JSON import with a PEM certificate and a PEM public key.
+    let json = serde_json::json!([
+        {"dev_eui": "70b3d57e00000001", "join_eui": "70b3d57ed0000000", "lorawan_version": "1.0.3",
+         "app_key": KEY_A, "certificate": cert},
+        {"dev_eui": "70b3d57e00000002", "join_eui": "70b3d57ed0000000", "lorawan_version": "1.0.3",
+         "app_key": KEY_A, "identity_key": read("dev.pub.pem")},
+        {"dev_eui": "70b3d57e00000003", "join_eui": "70b3d57ed0000000", "lorawan_version": "1.0.3",
+         "app_key": KEY_A, "certificate": read("forged.pem")}
+    ])
+    .to_string();
+    let errors = import_errors(parse_json(&json, &anchors, now()).unwrap_err());
+    assert_eq!(errors.len(), 1);
+    assert!(errors[0].1.contains("signature"), "{errors:?}");
+    let no_ca = import_errors(parse_json(&json, &TrustAnchors::none(), now()).unwrap_err());
+    assert!(no_ca[0].1.contains("no manufacturer CA"), "{no_ca:?}");
+}
+
+async fn store_suite(db: Db) {
+    let store = Store::open(&db.url()).await.unwrap();
+    let k = public_hex(1);
+    let text = format!(
+        "dev_eui,join_eui,lorawan_version,app_key,nwk_key,identity_key\n\
+         70b3d57e00000001,70b3d57ed0000000,1.0.3,{KEY_A},,{k}\n\
+         70b3d57e00000002,70b3d57ed0000000,1.1,{KEY_A},{KEY_A},{k}\n"
+    );
+    let devices = parse_csv(&text, &TrustAnchors::none(), now()).unwrap();
+    assert_eq!(store.import_devices(&devices, &kek(), 1).await.unwrap(), 2);
+    // All or nothing: one DevEUI already registered, so the new one is not stored either.
+    let again = format!(
+        "dev_eui,join_eui,lorawan_version,app_key,identity_key\n\
+         70b3d57e00000003,70b3d57ed0000000,1.0.3,{KEY_A},{k}\n\
+         70b3d57e00000002,70b3d57ed0000000,1.0.3,{KEY_A},{k}\n"
+    );
+    let devices = parse_csv(&again, &TrustAnchors::none(), now()).unwrap();
+    let errors = import_errors(store.import_devices(&devices, &kek(), 2).await.unwrap_err());
+    assert_eq!(
+        errors,
+        [(3, "DevEUI 70b3d57e00000002 is already registered".into())]
+    );
+    let list = store.list_devices().await.unwrap();
+    assert_eq!(list.len(), 2);
+    assert!(list.iter().all(|d| d.key_state == KeyState::Factory));
+    // Sealed at rest: the key bytes are not in the row, and only the right KEK opens them.
+    let dev: Eui64 = "70b3d57e00000001".parse().unwrap();
+    let row = store.device(dev).await.unwrap().unwrap();
+    let raw = hex::decode(KEY_A).unwrap();
+    assert!(!row.active_keys.windows(16).any(|w| w == raw.as_slice()));
+    let keys = open_root_keys(&kek(), dev, &row.active_keys).unwrap();
+    assert_eq!(keys.app_key.expose_secret().as_slice(), raw.as_slice());
+    let other = StorageKek::from_hex(&"44".repeat(32)).unwrap();
+    assert!(open_root_keys(&other, dev, &row.active_keys).is_err());
+    let dev2: Eui64 = "70b3d57e00000002".parse().unwrap();
+    assert!(
+        open_root_keys(&kek(), dev2, &row.active_keys).is_err(),
+        "bound to its DevEUI"
+    );
+    // The version guard: two writers from the same read, only the first wins.
+    let mut a = Commit::new(dev, 5);
+    a.device_version = Some(row.version);
+    a.key_ops.push(KeyOp::Stage(row.active_keys.clone()));
+    a.session = Some(SessionWrite {
+        expected_version: None,
+        sealed: vec![1, 2, 3],
+        pending: true,
+        deadline_ms: Some(10),
+    });
+    store.commit(&a).await.unwrap();
+    assert!(matches!(store.commit(&a).await, Err(Error::Conflict)));
+    let row = store.device(dev).await.unwrap().unwrap();
+    assert_eq!(row.key_state, KeyState::PendingNew);
+    assert_eq!(store.pending_sessions().await.unwrap(), 1);
+    assert_eq!(store.due_sessions(10, 10).await.unwrap(), [dev]);
+    // A failed transaction leaves nothing behind: stage + a stale session write.
+    let mut b = Commit::new(dev, 6);
+    b.device_version = Some(row.version);
+    b.key_ops.push(KeyOp::Activate);
+    b.session = Some(SessionWrite {
+        expected_version: Some(99),
+        sealed: vec![],
+        pending: false,
+        deadline_ms: None,
+    });
+    assert!(matches!(store.commit(&b).await, Err(Error::Conflict)));
+    assert_eq!(
+        store.device(dev).await.unwrap().unwrap().key_state,
+        KeyState::PendingNew
+    );
+    b.session = None;
+    store.commit(&b).await.unwrap();
+    let row = store.device(dev).await.unwrap().unwrap();
+    assert_eq!((row.key_state, row.generation), (KeyState::ActiveNew, 1));
+    let history: Vec<String> = store
+        .key_history(dev)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(g, e)| format!("{e}@{g}"))
+        .collect();
+    assert_eq!(history, ["staged@1", "retired@0", "activated@1"]);
+    store.close().await;
+    println!("store suite passed on {}", db.name());
+}
+
+#[tokio::test]
+async fn store_suite_sqlite() {
+    store_suite(Db::sqlite()).await;
+}
+
+#[tokio::test]
+async fn store_suite_postgres() {
+    if skip("LORAPKI_TEST_POSTGRES", "store suite on PostgreSQL") {
+        return;
+    }
+    let _lock = PG_LOCK.lock().await;
+    let db = Db::postgres().await.unwrap();
+    reset_postgres(&db.url()).await;
+    store_suite(db).await;
+}
