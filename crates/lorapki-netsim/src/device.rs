@@ -780,6 +780,8 @@ pub struct DeviceReport {
     pub joined_us: Option<u64>,
     /// The first run started (µs).
     pub run_started_us: Option<u64>,
+    /// The first FPort-1 uplink went on air (µs).
+    pub first_fport1_us: Option<u64>,
     /// The rekey completed: JoinAccept under the new key (µs).
     pub completed_us: Option<u64>,
     /// An application uplink of the new session was acknowledged (µs).
@@ -1156,6 +1158,7 @@ impl<X: Exchange + MaybeAfterRx> AirDevice for EndDevice<X> {
                     match out {
                         Some(out) => {
                             self.report.fport1_uplinks += 1;
+                            self.report.first_fport1_us.get_or_insert(now_us);
                             self.report.fport1_bytes_up += out.len as u32;
                             let fport = (out.len > 0).then_some(lorapki_proto::FPORT);
                             self.data_uplink(channel, fport, &buf[..out.len], out.confirmed)

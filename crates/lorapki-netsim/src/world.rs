@@ -338,3 +338,120 @@ pub fn run_fleet(scenario: &Scenario, shards: usize) -> Result<FleetSummary, lor
     }
     Ok(summary)
 }
+
+/// What one rekey cost on the air, from the first FPort-1 uplink to the JoinAccept under the new
+/// key (the first join under the factory key and the later confirmation uplink excluded).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RekeyCost {
+    /// Whether the rekey completed.
+    pub completed: bool,
+    /// Uplinks, the rejoin's JoinRequest(s) included.
+    pub uplinks: u32,
+    /// JoinRequests among them.
+    pub join_requests: u32,
+    /// Downlinks the gateway sent (FPort 1, acknowledgements and the JoinAccept).
+    pub downlinks: u32,
+    /// FPort-1 downlinks among them.
+    pub fport1_downlinks: u32,
+    /// PHY bytes sent by the device.
+    pub uplink_phy_bytes: u64,
+    /// PHY bytes sent by the gateway.
+    pub downlink_phy_bytes: u64,
+    /// FPort-1 FRMPayload bytes sent by the device / by the server.
+    pub fport1_bytes_up: u32,
+    /// FPort-1 FRMPayload bytes sent by the server.
+    pub fport1_bytes_down: u32,
+    /// The device's time on air (µs).
+    pub device_toa_us: u64,
+    /// Wall-clock time (µs) from the start of the first FPort-1 uplink to the end of the
+    /// JoinAccept under the new key, under the duty-cycle limits.
+    pub wall_us: u64,
+}
+
+/// Runs `scenario` with one device and measures its rekey.
+///
+/// # Errors
+///
+/// Set-up failures.
+pub fn measure_rekey(scenario: &Scenario) -> Result<RekeyCost, lorapki_proto::Error> {
+    let mut one = *scenario;
+    one.devices = 1;
+    let mut sim = build(&one, 0..1, 0)?;
+    sim.run_until(|s| s.devices()[0].report().joined_us.is_some());
+    let before = sim.stats(0).clone();
+    let report_before = sim.devices()[0].report().clone();
+    sim.run_until(|s| s.devices()[0].report().completed_us.is_some());
+    let after = sim.stats(0);
+    let report = sim.devices()[0].report();
+    let fport1_downlinks = report.fport1_downlinks - report_before.fport1_downlinks;
+    Ok(RekeyCost {
+        completed: report.completed_us.is_some(),
+        uplinks: after.uplinks - before.uplinks,
+        join_requests: after.join_requests - before.join_requests,
+        downlinks: after.downlinks - before.downlinks,
+        fport1_downlinks,
+        uplink_phy_bytes: after.uplink_phy_bytes - before.uplink_phy_bytes,
+        downlink_phy_bytes: after.downlink_phy_bytes - before.downlink_phy_bytes,
+        fport1_bytes_up: report.fport1_bytes_up - report_before.fport1_bytes_up,
+        fport1_bytes_down: report.fport1_bytes_down - report_before.fport1_bytes_down,
+        device_toa_us: after.device_toa_us - before.device_toa_us,
+        wall_us: match (report.completed_us, report.first_fport1_us) {
+            (Some(end), Some(start)) => end - start,
+            _ => 0,
+        },
+    })
+}
+
+/// The least any rekey of this suite can cost at `region`/`data_rate`: the device sends only its
+/// ephemeral key and signature (145 B) in full frames, then one JoinRequest; the server likewise
+/// 145 B in full downlinks, then the JoinAccept. The wall clock assumes every uplink's answer
+/// fits its RX1 window and the device transmits as soon as its duty cycle allows.
+#[must_use]
+pub fn floor_cost(region: Region, data_rate: u8) -> Option<RekeyCost> {
+    use crate::region::{
+        DATA_FRAME_OVERHEAD, JOIN_ACCEPT_DELAY1_MS, JOIN_ACCEPT_LEN, JOIN_REQUEST_LEN,
+        RECEIVE_DELAY1_MS,
+    };
+    const FLOOR_BYTES: usize = 49 + 96;
+    let up = region.uplink_data_rate(data_rate)?;
+    let down = region.downlink_data_rate(region.rx1_data_rate(data_rate))?;
+    let frames = |n: usize| -> Vec<usize> {
+        let mut left = FLOOR_BYTES;
+        let mut out = Vec::new();
+        while left > 0 {
+            let take = left.min(n);
+            out.push(take + DATA_FRAME_OVERHEAD);
+            left -= take;
+        }
+        out
+    };
+    let ups = frames(up.max_payload);
+    let downs = frames(down.max_payload);
+    let divisor = region
+        .sub_band(region.uplink_channels()[0])
+        .map_or(1, |b| u64::from(b.divisor));
+    let mut wall = 0u64;
+    let mut toa_total = 0u64;
+    for (k, len) in ups.iter().enumerate() {
+        let toa = up.time_on_air_us(*len, true);
+        toa_total += toa;
+        let answer = downs.get(k).map_or(0, |d| down.time_on_air_us(*d, false));
+        wall += (toa + RECEIVE_DELAY1_MS * 1000 + answer).max(toa * divisor);
+    }
+    let join_toa = up.time_on_air_us(JOIN_REQUEST_LEN, true);
+    toa_total += join_toa;
+    wall += join_toa + JOIN_ACCEPT_DELAY1_MS * 1000 + down.time_on_air_us(JOIN_ACCEPT_LEN, false);
+    Some(RekeyCost {
+        completed: true,
+        uplinks: ups.len() as u32 + 1,
+        join_requests: 1,
+        downlinks: downs.len() as u32 + 1,
+        fport1_downlinks: downs.len() as u32,
+        uplink_phy_bytes: (ups.iter().sum::<usize>() + JOIN_REQUEST_LEN) as u64,
+        downlink_phy_bytes: (downs.iter().sum::<usize>() + JOIN_ACCEPT_LEN) as u64,
+        fport1_bytes_up: FLOOR_BYTES as u32,
+        fport1_bytes_down: FLOOR_BYTES as u32,
+        device_toa_us: toa_total,
+        wall_us: wall,
+    })
+}
