@@ -246,7 +246,7 @@ pub fn outcomes(sim: &Simulation<PkiServer, Box<dyn SimDevice>>) -> Vec<DeviceOu
 }
 
 /// A fleet's result.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct FleetSummary {
     /// Devices simulated.
     pub devices: usize,
@@ -266,6 +266,8 @@ pub struct FleetSummary {
     pub runs: u64,
     /// Failed runs, summed.
     pub failed_runs: u64,
+    /// Failed runs by reason (`Debug` form of the `FailReason`).
+    pub failure_reasons: std::collections::BTreeMap<String, u64>,
     /// Uplinks (JoinRequests included), summed.
     pub uplinks: u64,
     /// Simulated end (µs).
@@ -286,6 +288,12 @@ impl FleetSummary {
             self.gave_up += usize::from(o.phase == Phase::GaveUp);
             self.runs += u64::from(o.report.runs);
             self.failed_runs += o.report.failures.len() as u64;
+            for reason in &o.report.failures {
+                *self
+                    .failure_reasons
+                    .entry(format!("{reason:?}"))
+                    .or_default() += 1;
+            }
             self.uplinks += u64::from(o.air.uplinks);
             if let (Some(c), Some(j)) = (o.report.completed_us, o.report.joined_us) {
                 self.slowest_us = self.slowest_us.max(c - j);

@@ -104,6 +104,9 @@ fn merge(total: &mut FleetSummary, part: &FleetSummary) {
     total.gave_up += part.gave_up;
     total.runs += part.runs;
     total.failed_runs += part.failed_runs;
+    for (reason, count) in &part.failure_reasons {
+        *total.failure_reasons.entry(reason.clone()).or_default() += count;
+    }
     total.uplinks += part.uplinks;
     total.end_us = total.end_us.max(part.end_us);
     total.slowest_us = total.slowest_us.max(part.slowest_us);
