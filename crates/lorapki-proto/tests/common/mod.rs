@@ -3,19 +3,25 @@
 //! that checks JoinRequest MICs against the keys it accepts, and fault injectors.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 
 use lorapki_crypto::{
     AesBackend, AesKey, CryptoBackend, KeyImport, KeySlot, KeyStoreStatus, PublicKey, RootKeyKind,
     RootKeySlot, RootKeyStore, RootKeys, Secret,
 };
-use lorapki_crypto_soft::{SoftBackend, SoftKeyStore, TestRng};
+use lorapki_crypto_soft::SoftKeyStore;
 use lorapki_proto::{
     DeviceConfig, DeviceEvent, DevicePersistent, DeviceRecord, DeviceSession, DeviceStatus,
     Duration, FailReason, Instant, LorawanVersion, ServerConfig, ServerEndpoint, ServerEvent,
+    SessionSnapshot,
 };
+use lorapki_wire::{CommandRepr, Commands};
 
-pub type Backend = SoftBackend<TestRng>;
+pub mod memo;
+
+/// The backend of both sides: RustCrypto, with its P-384 operations cached across the runs of
+/// one test process (see [`memo`]).
+pub type Backend = memo::MemoBackend;
 
 pub const DEV_EUI: [u8; 8] = [0x70, 0xb3, 0xd5, 0x7e, 0xd0, 0x00, 0x00, 0x01];
 pub const JOIN_EUI: [u8; 8] = [0x70, 0xb3, 0xd5, 0x7e, 0xd0, 0x00, 0x00, 0x00];
@@ -88,6 +94,72 @@ pub enum End {
     Failed(FailReason),
 }
 
+/// What the device's current run has seen and sent, as observed on the air: a summary of its
+/// queue and reassembly state, for explorers that fingerprint states (the session itself is
+/// opaque).
+#[derive(Clone, Debug, Default, Hash, PartialEq, Eq)]
+pub struct RunView {
+    /// The session of the run, `None` outside a run.
+    pub session: Option<u8>,
+    /// Distinct commands of the run delivered to the device.
+    pub received: BTreeSet<Vec<u8>>,
+    /// Distinct FPort-1 frames the device sent in the run.
+    pub sent: BTreeSet<Vec<u8>>,
+    /// The last frame it sent.
+    pub last_sent: Vec<u8>,
+    /// Uplinks since a downlink last brought a command the run had not seen.
+    pub since_progress: u32,
+    /// JoinRequests since the device last left a run or restarted.
+    pub joins: u32,
+}
+
+impl RunView {
+    pub fn sync(&mut self, status: DeviceStatus) {
+        let session = match status {
+            DeviceStatus::Running { session } => Some(session),
+            _ => None,
+        };
+        if session != self.session {
+            *self = Self {
+                session,
+                ..Self::default()
+            };
+        }
+    }
+
+    fn uplink(&mut self, frame: &[u8]) {
+        self.sent.insert(frame.to_vec());
+        self.last_sent = frame.to_vec();
+        self.since_progress += 1;
+    }
+
+    fn downlink(&mut self, frame: &[u8]) {
+        let Some(session) = self.session else { return };
+        for command in Commands::new(frame).map_while(Result::ok) {
+            if command.session().map(|s| s.value()) != Some(session) {
+                continue;
+            }
+            let Ok(repr) = CommandRepr::parse(&command) else {
+                continue;
+            };
+            let mut bytes = [0u8; 256];
+            let Ok(len) = repr.emit(&mut bytes) else {
+                continue;
+            };
+            if self.received.insert(bytes[..len].to_vec()) {
+                self.since_progress = 0;
+            }
+        }
+    }
+}
+
+/// Which way a frame went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Direction {
+    Up,
+    Down,
+}
+
 pub struct Pair {
     pub device: DeviceSession<Backend>,
     pub device_backend: Backend,
@@ -118,10 +190,14 @@ pub struct Pair {
     pub end: Option<End>,
     pub stop_on_failure: bool,
     pub rng_seed: u64,
+    /// The device's run as seen on the air.
+    pub view: RunView,
+    /// Every FPort-1 frame that went on air, in order (what a passive attacker records).
+    pub air: Vec<(Direction, Vec<u8>)>,
 }
 
 pub fn backend(seed: u64) -> Backend {
-    SoftBackend::new(TestRng::from_seed(seed))
+    memo::MemoBackend::new(seed)
 }
 
 /// The device and server identities of one test world.
@@ -246,7 +322,22 @@ impl Pair {
             end: None,
             stop_on_failure: true,
             rng_seed: seed,
+            view: RunView::default(),
+            air: Vec::new(),
         }
+    }
+
+    /// Changes the device's configuration before its first run (the session is rebuilt idle).
+    pub fn reconfigure_device(&mut self, change: impl FnOnce(&mut DeviceConfig)) {
+        change(&mut self.device_config);
+        let status = self.device_store.status().unwrap();
+        self.device = DeviceSession::new(
+            &mut self.device_backend,
+            self.device_config.clone(),
+            self.device.persistent(),
+            status,
+        )
+        .unwrap();
     }
 
     pub fn start(&mut self) {
@@ -285,6 +376,10 @@ impl Pair {
         if self.faults.server_restarts.contains(&step) {
             self.restart_server();
         }
+        // The server's idle expiry runs on its own clock (§6.4).
+        if self.server.poll_timeout().is_some_and(|t| t <= self.now) {
+            self.server.handle_timeout(self.now);
+        }
         self.drain_events();
         if self.end.is_some() {
             return;
@@ -309,6 +404,9 @@ impl Pair {
             return;
         };
         let frame = buf[..transmit.len].to_vec();
+        self.view.sync(self.device.status());
+        self.view.uplink(&frame);
+        self.air.push((Direction::Up, frame.clone()));
         self.stats.uplinks += 1;
         self.stats.uplink_bytes += frame.len() as u32;
         let fate = Faults::fate(&self.faults.uplinks, self.up_index);
@@ -373,6 +471,7 @@ impl Pair {
     }
 
     fn downlink(&mut self, frame: Vec<u8>) {
+        self.air.push((Direction::Down, frame.clone()));
         self.stats.downlinks += 1;
         self.stats.downlink_bytes += frame.len() as u32;
         let fate = Faults::fate(&self.faults.downlinks, self.down_index);
@@ -404,6 +503,8 @@ impl Pair {
         }
         self.downlink_history.push(frame);
         for d in deliveries {
+            self.view.sync(self.device.status());
+            self.view.downlink(&d);
             let _ = self
                 .device
                 .handle_downlink(&mut self.device_backend, self.now, &d);
@@ -413,6 +514,7 @@ impl Pair {
 
     /// A JoinRequest under `slot`: the join server checks its MIC against the keys it accepts.
     fn join(&mut self, slot: RootKeySlot) {
+        self.view.joins += 1;
         self.stats.uplinks += 1;
         self.stats.join_requests += 1;
         let nonce = self.join_index.to_be_bytes();
@@ -489,6 +591,8 @@ impl Pair {
     /// Power loss at the device: the run's RAM state is gone; the key store and the persisted
     /// state survive.
     pub fn restart_device(&mut self) {
+        // What the old session reported before the power loss was seen by its adapter.
+        self.drain_events();
         let persistent = self.device.persistent();
         let status = self.device_store.status().unwrap();
         self.device = DeviceSession::new(
@@ -498,21 +602,24 @@ impl Pair {
             status,
         )
         .unwrap();
-        if status.staged {
-            return;
-        }
-        // After a reset the application starts a new run (the old one is lost).
-        if self.end.is_none() {
+        self.view = RunView::default();
+        // After a reset the application starts a new run (the old one is lost), unless a staged
+        // key survived: then the session resumes the rejoin by itself.
+        if !status.staged && self.end.is_none() {
             let _ = self.device.start(&mut self.device_backend, self.now);
         }
+        self.view.sync(self.device.status());
     }
 
     /// A server restart: a new endpoint resumes from the exported snapshot.
     pub fn restart_server(&mut self) {
-        let snapshot = self.server.export(&DEV_EUI);
+        // Through the stored bytes, as a real server would persist them.
+        let stored = self.server.export(&DEV_EUI).map(|s| s.as_bytes().to_vec());
         self.server = ServerEndpoint::new(&mut self.server_backend, self.server_config.clone());
-        if let Some(snapshot) = snapshot {
-            self.server.import(&snapshot).unwrap();
+        if let Some(bytes) = stored {
+            self.server
+                .import(&SessionSnapshot::from_bytes(&bytes))
+                .unwrap();
         }
     }
 
@@ -535,18 +642,106 @@ impl Pair {
         }
     }
 
-    /// PROTOCOL.md §7's invariant: the device holds a key the join server accepts.
+    /// PROTOCOL.md §7's invariant: the device holds a key the join server accepts, and the two
+    /// sides never activate different keys.
     pub fn check_invariants(&mut self) -> Result<(), String> {
-        if self.join_server_accepts(RootKeySlot::Active)
-            || self.join_server_accepts(RootKeySlot::Staged)
+        if !self.join_server_accepts(RootKeySlot::Active)
+            && !self.join_server_accepts(RootKeySlot::Staged)
         {
-            Ok(())
-        } else {
-            Err(format!(
+            return Err(format!(
                 "device holds no key the join server accepts (stats {:?})",
                 self.stats
-            ))
+            ));
         }
+        if self.device_activated() && self.join_server_activated() && !self.same_active_key() {
+            return Err(format!(
+                "device and join server activated different keys (stats {:?})",
+                self.stats
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether the device's active key is no longer the factory key.
+    pub fn device_activated(&mut self) -> bool {
+        let message: [&[u8]; 1] = [b"activated"];
+        let mic = self
+            .device_store
+            .root_cmac(RootKeySlot::Active, RootKeyKind::AppKey, &message)
+            .unwrap();
+        let factory = AesKey::from_array(FACTORY_APP_KEY);
+        !self.mic_matches(&factory, &message, &mic)
+    }
+
+    /// Whether the join server's active key is no longer the factory key.
+    pub fn join_server_activated(&self) -> bool {
+        self.join_server.active != AesKey::from_array(FACTORY_APP_KEY)
+    }
+
+    /// Whether the device's active key is the join server's active key.
+    pub fn same_active_key(&mut self) -> bool {
+        let message: [&[u8]; 1] = [b"same"];
+        let mic = self
+            .device_store
+            .root_cmac(RootKeySlot::Active, RootKeyKind::AppKey, &message)
+            .unwrap();
+        let active = self.join_server.active.clone_secret();
+        self.mic_matches(&active, &message, &mic)
+    }
+
+    /// Whether the device's `slot` holds exactly the key the join server has in its staged slot.
+    pub fn device_key_is_join_staged(&mut self, slot: RootKeySlot) -> bool {
+        let message: [&[u8]; 1] = [b"staged"];
+        let Ok(mic) = self
+            .device_store
+            .root_cmac(slot, RootKeyKind::AppKey, &message)
+        else {
+            return false;
+        };
+        match self.join_server.staged.as_ref().map(AesKey::clone_secret) {
+            Some(staged) => self.mic_matches(&staged, &message, &mic),
+            None => false,
+        }
+    }
+
+    /// The indices of the next uplink, downlink and JoinRequest: where per-step faults go.
+    pub fn next_indices(&self) -> (u32, u32, u32) {
+        (self.up_index, self.down_index, self.join_index)
+    }
+
+    /// The fate of the next FPort-1 uplink (for explorers that decide faults step by step).
+    pub fn fault_next_uplink(&mut self, fate: Fate) {
+        set_at(&mut self.faults.uplinks, self.up_index, fate, Fate::Deliver);
+    }
+
+    /// The fate of the next FPort-1 downlink.
+    pub fn fault_next_downlink(&mut self, fate: Fate) {
+        set_at(
+            &mut self.faults.downlinks,
+            self.down_index,
+            fate,
+            Fate::Deliver,
+        );
+    }
+
+    /// Loses the JoinAccept of the next JoinRequest.
+    pub fn lose_next_join_accept(&mut self) {
+        set_at(
+            &mut self.faults.join_accept_lost,
+            self.join_index,
+            true,
+            false,
+        );
+    }
+
+    /// Downlinks the network server holds for the device's next uplink (next-uplink model).
+    pub fn ns_queue(&self) -> impl Iterator<Item = &Vec<u8>> {
+        self.ns_queue.iter()
+    }
+
+    /// Frames held back by a `Delay` fate.
+    pub fn held(&self) -> (Option<&Vec<u8>>, Option<&Vec<u8>>) {
+        (self.held_uplink.as_ref(), self.held_downlink.as_ref())
     }
 
     /// After completion: both sides hold the same active key, and it is not the factory key.
@@ -568,4 +763,79 @@ impl Pair {
     pub fn key_store_status(&mut self) -> KeyStoreStatus {
         self.device_store.status().unwrap()
     }
+}
+
+fn set_at<T: Copy>(list: &mut Vec<T>, index: u32, value: T, default: T) {
+    let index = index as usize;
+    if list.len() <= index {
+        list.resize(index + 1, default);
+    }
+    list[index] = value;
+}
+
+/// The fields of a server snapshot, read by the layout documented in `server/snapshot.rs`
+/// (format 1). Used to find the secrets a snapshot holds and to mask its clock values.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotFields {
+    /// Offsets of the 8-byte timestamps (`refilled_at`, and `last_activity` if a run is
+    /// pending).
+    pub clocks: Vec<usize>,
+    /// The pending run's transcript hash, AppKey, NwkKey, C_D and C_S.
+    pub transcript_hash: Option<[u8; 48]>,
+    pub app_key: Option<[u8; 16]>,
+    pub nwk_key: Option<[u8; 16]>,
+    pub device_confirm: Option<[u8; 32]>,
+    pub server_confirm: Option<[u8; 32]>,
+    pub staged: bool,
+    pub pending_session: Option<u8>,
+    pub key_change_requested: bool,
+    pub verdict: Option<u8>,
+    pub pending_staged: bool,
+}
+
+pub fn snapshot_fields(bytes: &[u8]) -> SnapshotFields {
+    assert_eq!(bytes[0], 1, "snapshot format 1");
+    let mut fields = SnapshotFields {
+        clocks: vec![11],
+        transcript_hash: None,
+        app_key: None,
+        nwk_key: None,
+        device_confirm: None,
+        server_confirm: None,
+        staged: bytes[19] == 1,
+        pending_session: None,
+        key_change_requested: false,
+        verdict: None,
+        pending_staged: false,
+    };
+    if bytes[20] == 0 {
+        assert_eq!(bytes.len(), 21);
+        return fields;
+    }
+    // session, DevEUI, JoinEUI, LoRaWAN, identity, EPH_D, EPH_S, TH
+    let mut at = 21;
+    fields.pending_session = Some(bytes[at]);
+    at += 1 + 8 + 8 + 1 + 49 + 49 + 49;
+    fields.transcript_hash = Some(bytes[at..at + 48].try_into().unwrap());
+    at += 48;
+    fields.app_key = Some(bytes[at..at + 16].try_into().unwrap());
+    at += 16;
+    if bytes[at] == 1 {
+        fields.nwk_key = Some(bytes[at + 1..at + 17].try_into().unwrap());
+        at += 16;
+    }
+    at += 1;
+    fields.device_confirm = Some(bytes[at..at + 32].try_into().unwrap());
+    fields.server_confirm = Some(bytes[at + 32..at + 64].try_into().unwrap());
+    at += 64 + 96;
+    for _ in 0..2 {
+        at += if bytes[at] == 1 { 49 } else { 1 };
+    }
+    fields.key_change_requested = bytes[at] == 1;
+    fields.verdict = (bytes[at + 1] != 0xff).then_some(bytes[at + 1]);
+    fields.pending_staged = bytes[at + 2] == 1;
+    at += 3 + 16 + 2;
+    fields.clocks.push(at);
+    assert_eq!(bytes.len(), at + 8, "snapshot layout");
+    fields
 }
