@@ -306,6 +306,12 @@ impl ServerEndpoint {
         core::mem::swap(&mut entry.reassembler, &mut scratch);
         let last_session = entry.last_session;
         let pending_session = entry.pending.as_ref().map(|p| p.session);
+        // A KeyChangeReq carries no session: it belongs to the session of the commands it travels
+        // with (§3.7), so in a frame of another session it is stale like them (§8).
+        let foreign_frame = lorapki_wire::Commands::new(payload)
+            .map_while(Result::ok)
+            .filter_map(|command| command.session())
+            .any(|session| Some(session) != pending_session);
         codec::for_each_command(
             payload,
             &mut scratch,
@@ -325,6 +331,7 @@ impl ServerEndpoint {
                         config,
                         server_key_id,
                         events: &mut events,
+                        foreign_frame,
                     };
                     work.accept(now, entry, record, pending_total, incoming, &mut outcome)
                 });
@@ -505,6 +512,8 @@ struct Work<'a, B> {
     config: &'a ServerConfig,
     server_key_id: &'a KeyId,
     events: &'a mut Vec<ServerEvent>,
+    /// The frame carries commands of a session other than the pending one.
+    foreign_frame: bool,
 }
 
 impl<B: CryptoBackend> Work<'_, B> {
@@ -523,6 +532,9 @@ impl<B: CryptoBackend> Work<'_, B> {
             }
             Incoming::SigVerifyReq(req) => self.sig_verify_req(entry, record, req, outcome),
             Incoming::KeyChangeReq => {
+                if self.foreign_frame {
+                    return Err(Error::StaleSession);
+                }
                 let pending = entry.pending.as_mut().ok_or(Error::StaleSession)?;
                 if pending.key_change_requested {
                     outcome.duplicates += 1;
