@@ -383,7 +383,11 @@ impl<B: CryptoBackend> DeviceSession<B> {
                 }
             },
         );
-        if outcome.progress || partial > 0 {
+        // A fragment with new bytes is progress only while the device lacks a part it could
+        // belong to: once it holds all three PubKeyAns parts (SigVerifyAns is never fragmented),
+        // fragments can only repeat a part it holds, which brings nothing (§6.3).
+        let new_fragment = partial > 0 && !run.parts.all();
+        if outcome.progress || new_fragment {
             run.uplinks_without_progress = 0;
             run.next_send = now;
         }
