@@ -1,0 +1,1207 @@
+//! The security properties of PROTOCOL.md §10 against the attacker of its threat model: one who
+//! knows the factory AppKey, and so reads every FPort-1 frame and can inject any frame in both
+//! directions. The tests play that attacker: they take frames off the air, rewrite or forge them
+//! with `lorapki_wire`'s reprs, and feed them to `handle_downlink` / `handle_uplink`.
+//!
+//! "Key work" is counted by the test backend (`KeyWork`): ephemeral key generation, ECDH,
+//! signing and verification.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::{Backend, DEV_EUI, End, FACTORY_APP_KEY, JOIN_EUI, NsModel, Pair, SLOT, World};
+use lorapki_crypto::{CryptoBackend, KeyStoreStatus, PublicKey, RootKeySlot};
+use lorapki_proto::keys::{self, LorawanVersion, Role, Transcript};
+use lorapki_proto::{
+    DeviceConfig, DeviceEvent, DevicePersistent, DeviceRecord, DeviceSession, Duration, Error,
+    FailReason, Instant, NewRootKeys, ServerConfig, ServerEndpoint, ServerEvent, UplinkOutcome,
+};
+use lorapki_wire::{
+    AbortRepr, Code, CommandRepr, Commands, KeyChangeReqRepr, Part, PayloadBuilder, PubKeyAnsRepr,
+    PubKeyReqRepr, Reason, Session, SigVerifyAnsRepr, SigVerifyReqRepr,
+};
+
+const N: usize = 51;
+
+// ----- the attacker's radio: frames on and off the air -----
+
+/// The device's next uplink.
+fn uplink(pair: &mut Pair) -> Vec<u8> {
+    let mut buf = [0u8; 242];
+    let t = pair
+        .device
+        .poll_transmit(&mut pair.device_backend, pair.now, N, &mut buf)
+        .unwrap()
+        .expect("the device has an uplink to send");
+    pair.drain_events();
+    buf[..t.len].to_vec()
+}
+
+/// An uplink as received by the server.
+fn to_server(pair: &mut Pair, frame: &[u8]) -> Result<UplinkOutcome, Error> {
+    let result = pair.server.handle_uplink(
+        &mut pair.server_backend,
+        pair.now,
+        &DEV_EUI,
+        Some(&pair.record),
+        frame,
+    );
+    pair.drain_events();
+    result
+}
+
+/// The server's next downlink for the device.
+fn downlink(pair: &mut Pair) -> Option<Vec<u8>> {
+    let mut buf = [0u8; 242];
+    let t = pair.server.poll_transmit(&DEV_EUI, N, &mut buf).unwrap()?;
+    Some(buf[..t.len].to_vec())
+}
+
+/// A downlink as received by the device.
+fn to_device(pair: &mut Pair, frame: &[u8]) -> Result<(), Error> {
+    let result = pair
+        .device
+        .handle_downlink(&mut pair.device_backend, pair.now, frame);
+    pair.drain_events();
+    pair.now = pair.now.saturating_add(Duration::from_secs(3));
+    result
+}
+
+/// One honest round trip in the same-window model; returns (uplink, downlink).
+fn round(pair: &mut Pair) -> (Vec<u8>, Option<Vec<u8>>) {
+    let up = uplink(pair);
+    let _ = to_server(pair, &up);
+    let down = downlink(pair);
+    if let Some(down) = &down {
+        let _ = to_device(pair, down);
+    }
+    (up, down)
+}
+
+/// A FRMPayload of whole commands.
+fn frame(commands: &[CommandRepr<'_>]) -> Vec<u8> {
+    let mut buf = [0u8; 242];
+    let mut builder = PayloadBuilder::new(&mut buf);
+    for command in commands {
+        builder.push(command).unwrap();
+    }
+    let len = builder.finish();
+    buf[..len].to_vec()
+}
+
+/// The whole commands of a FRMPayload.
+fn commands(frame: &[u8]) -> Vec<CommandRepr<'_>> {
+    Commands::new(frame)
+        .map(|c| CommandRepr::parse(&c.unwrap()).unwrap())
+        .collect()
+}
+
+fn pub_key_req(frame: &[u8]) -> PubKeyReqRepr {
+    match commands(frame)[..] {
+        [CommandRepr::PubKeyReq(req)] => req,
+        ref other => panic!("not a PubKeyReq: {other:?}"),
+    }
+}
+
+fn sig_verify_reqs(frame: &[u8]) -> Vec<SigVerifyReqRepr> {
+    commands(frame)
+        .into_iter()
+        .filter_map(|c| match c {
+            CommandRepr::SigVerifyReq(r) => Some(r),
+            _ => None,
+        })
+        .collect()
+}
+
+fn abort_owed(pair: &mut Pair) -> Option<AbortRepr> {
+    let down = downlink(pair)?;
+    match commands(&down)[..] {
+        [CommandRepr::Abort(abort)] => Some(abort),
+        _ => None,
+    }
+}
+
+fn snapshot(pair: &Pair) -> Option<Vec<u8>> {
+    pair.server.export(&DEV_EUI).map(|s| s.as_bytes().to_vec())
+}
+
+fn staged_keys(events: &[DeviceEvent]) -> Vec<&NewRootKeys> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            DeviceEvent::StageNewKey(keys) => Some(keys),
+            _ => None,
+        })
+        .collect()
+}
+
+fn server_staged(events: &[ServerEvent]) -> usize {
+    events
+        .iter()
+        .filter(|e| matches!(e, ServerEvent::StageNewKey { .. }))
+        .count()
+}
+
+/// Asserts the device failed for `reason` with nothing staged anywhere on its side.
+fn assert_device_refused(pair: &mut Pair, reason: FailReason) {
+    assert!(
+        pair.device_events.contains(&DeviceEvent::Failed(reason)),
+        "{:?}",
+        pair.device_events
+    );
+    assert!(staged_keys(&pair.device_events).is_empty());
+    assert!(!pair.key_store_status().staged);
+    assert!(pair.join_server_accepts(RootKeySlot::Active));
+}
+
+// ----- a forging server: the key schedule of §5.3–§5.5, run by the attacker -----
+
+/// Which transcript field the forger gets wrong.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Tweak {
+    None,
+    DevEui,
+    JoinEui,
+    Lorawan,
+    Session,
+    ServerKeyId,
+    DeviceKeyId,
+}
+
+/// The server's answer to `req` computed outside the server: a fresh ephemeral key, the key
+/// schedule over a transcript with `tweak` applied, and a signature by `signer`'s key in `SLOT`.
+/// Returns the downlinks P0 and SigVerifyAns(Accepted) ‖ P1, then P2.
+fn forge_answer(
+    signer: &mut Backend,
+    signer_public: &PublicKey,
+    device_identity: &PublicKey,
+    req: &PubKeyReqRepr,
+    tweak: Tweak,
+) -> [Vec<u8>; 3] {
+    let device_ephemeral = signer.public_key_from_sec1(&req.ephemeral).unwrap();
+    let (ephemeral, server_ephemeral) = signer.ephemeral_generate().unwrap();
+    let z = signer.ecdh_agree(ephemeral, &device_ephemeral).unwrap();
+    let mut dev_eui = DEV_EUI;
+    let mut join_eui = JOIN_EUI;
+    let mut lorawan = LorawanVersion::V1_0;
+    let mut server_key_id = keys::key_id(signer, signer_public);
+    let mut device_key_id = keys::key_id(signer, device_identity);
+    let mut s = req.session.value();
+    match tweak {
+        Tweak::None => {}
+        Tweak::DevEui => dev_eui[7] ^= 1,
+        Tweak::JoinEui => join_eui[7] ^= 1,
+        Tweak::Lorawan => lorawan = LorawanVersion::V1_1,
+        Tweak::Session => s = req.session.next().value(),
+        Tweak::ServerKeyId => server_key_id[0] ^= 1,
+        Tweak::DeviceKeyId => device_key_id[0] ^= 1,
+    }
+    let th = Transcript {
+        lorawan,
+        dev_eui: &dev_eui,
+        join_eui: &join_eui,
+        server_key_id: &server_key_id,
+        device_key_id: &device_key_id,
+        session: s,
+        device_ephemeral: &device_ephemeral,
+        server_ephemeral: &server_ephemeral,
+    }
+    .hash(signer);
+    // The device derives LoRaWAN 1.0 keys whatever the transcript says.
+    let keys = keys::derive_session_keys(signer, z, &th, LorawanVersion::V1_0).unwrap();
+    let digest = keys::signed_digest(signer, Role::Server, &th, &keys);
+    let signature = signer.identity_sign_digest(SLOT, &digest).unwrap();
+    let [head, tail] = Part::signature_parts(signature.as_bytes());
+    let session = req.session;
+    [
+        frame(&[CommandRepr::PubKeyAns(PubKeyAnsRepr {
+            session,
+            part: Part::EphemeralKey(*server_ephemeral.as_bytes()),
+        })]),
+        frame(&[
+            CommandRepr::SigVerifyAns(SigVerifyAnsRepr {
+                session,
+                code: Code::Accepted,
+            }),
+            CommandRepr::PubKeyAns(PubKeyAnsRepr {
+                session,
+                part: head,
+            }),
+        ]),
+        frame(&[CommandRepr::PubKeyAns(PubKeyAnsRepr {
+            session,
+            part: tail,
+        })]),
+    ]
+}
+
+/// Plays a forged server against the device of `pair`: the real server never sees a frame.
+fn against_forger(pair: &mut Pair, signer: &mut Backend, signer_public: &PublicKey, tweak: Tweak) {
+    pair.start();
+    let req = pub_key_req(&uplink(pair));
+    let identity = pair.record.identity;
+    for down in forge_answer(signer, signer_public, &identity, &req, tweak) {
+        let _ = to_device(pair, &down);
+        if pair
+            .device_events
+            .iter()
+            .any(|e| matches!(e, DeviceEvent::Failed(_)))
+        {
+            return;
+        }
+        // The device answers P0 with its signature; the forger ignores it.
+        let mut buf = [0u8; 242];
+        let _ = pair
+            .device
+            .poll_transmit(&mut pair.device_backend, pair.now, N, &mut buf);
+        pair.drain_events();
+    }
+}
+
+// ----- (a) a rogue server -----
+
+#[test]
+fn a_rogue_server_cannot_make_the_device_stage_a_key() {
+    // The rogue runs the real server code with its own signing key, and everything else right:
+    // the device's registry record, and the pinned key's id in the transcript (it configures the
+    // pinned public key as its own), so that the device's signature verifies at the rogue.
+    let mut pair = Pair::new(11, NsModel::SameWindow, N);
+    let mut rogue = common::backend(0x0bad);
+    let _ = rogue.identity_generate(SLOT).unwrap();
+    let pinned = pair.server_config.signing_public_key;
+    pair.server = ServerEndpoint::new(&mut rogue, ServerConfig::new(SLOT, pinned));
+    pair.server_backend = rogue;
+    pair.start();
+    let end = pair.drive(100).unwrap();
+    assert_eq!(end, End::Failed(FailReason::ServerAuthentication));
+    assert_device_refused(&mut pair, FailReason::ServerAuthentication);
+    // The rogue did believe the device (so the failure is the server's signature alone).
+    assert_eq!(server_staged(&pair.server_events), 1);
+
+    // The same with the attacker's own implementation of the key schedule.
+    let mut pair = Pair::new(12, NsModel::SameWindow, N);
+    let mut rogue = common::backend(0x0bad);
+    let rogue_public = rogue.identity_generate(SLOT).unwrap();
+    against_forger(&mut pair, &mut rogue, &rogue_public, Tweak::None);
+    assert_device_refused(&mut pair, FailReason::ServerAuthentication);
+}
+
+// ----- (f) transcript binding of the server's signature -----
+
+#[test]
+fn a_server_signature_over_another_transcript_is_rejected() {
+    // The forger holds the real signing key; only one transcript field is wrong. The control
+    // (nothing wrong) must be accepted, which shows the forger computes what the server does.
+    for tweak in [
+        Tweak::None,
+        Tweak::DevEui,
+        Tweak::JoinEui,
+        Tweak::Lorawan,
+        Tweak::Session,
+        Tweak::ServerKeyId,
+        Tweak::DeviceKeyId,
+    ] {
+        let mut pair = Pair::new(13, NsModel::SameWindow, N);
+        let signer_public = pair.server_config.signing_public_key;
+        let mut signer = std::mem::replace(&mut pair.server_backend, common::backend(0));
+        against_forger(&mut pair, &mut signer, &signer_public, tweak);
+        if tweak == Tweak::None {
+            assert_eq!(staged_keys(&pair.device_events).len(), 1, "{tweak:?}");
+            assert_eq!(pair.device.status(), lorapki_proto::DeviceStatus::Rejoining);
+        } else {
+            assert_device_refused(&mut pair, FailReason::ServerAuthentication);
+        }
+    }
+}
+
+/// `down` with every command renumbered to session `to`.
+fn renumber(down: &[u8], to: Session) -> Vec<u8> {
+    frame(
+        &commands(down)
+            .into_iter()
+            .map(|c| match c {
+                CommandRepr::PubKeyAns(a) => {
+                    CommandRepr::PubKeyAns(PubKeyAnsRepr { session: to, ..a })
+                }
+                CommandRepr::SigVerifyAns(a) => {
+                    CommandRepr::SigVerifyAns(SigVerifyAnsRepr { session: to, ..a })
+                }
+                other => other,
+            })
+            .collect::<Vec<_>>(),
+    )
+}
+
+/// Delivers `downs` to the device, letting it transmit (into the void) after each.
+fn feed(pair: &mut Pair, downs: &[Vec<u8>]) {
+    for down in downs {
+        let _ = to_device(pair, down);
+        let mut buf = [0u8; 242];
+        let _ = pair
+            .device
+            .poll_transmit(&mut pair.device_backend, pair.now, N, &mut buf);
+        pair.drain_events();
+    }
+}
+
+#[test]
+fn a_correct_server_signature_of_another_session_is_rejected() {
+    for swap_all in [true, false] {
+        // Session A: the server's three answers; the third never reaches the device.
+        let mut pair = Pair::new(14, NsModel::SameWindow, N);
+        pair.start();
+        let (up_a, d1) = round(&mut pair);
+        let (_, d2) = round(&mut pair);
+        let up3 = uplink(&mut pair);
+        let _ = to_server(&mut pair, &up3).unwrap();
+        let d3 = downlink(&mut pair).unwrap();
+        let old = [d1.unwrap(), d2.unwrap(), d3];
+        // The device loses power and starts session B.
+        pair.restart_device();
+        let up_b = uplink(&mut pair);
+        let b = pub_key_req(&up_b).session;
+        assert_ne!(b, pub_key_req(&up_a).session);
+        let forged: Vec<Vec<u8>> = if swap_all {
+            // A's whole answer, EPH_S included.
+            old.iter().map(|d| renumber(d, b)).collect()
+        } else {
+            // B's real EPH_S from the server, then A's signature.
+            let _ = to_server(&mut pair, &up_b).unwrap();
+            let p0 = downlink(&mut pair).unwrap();
+            vec![p0, renumber(&old[1], b), renumber(&old[2], b)]
+        };
+        feed(&mut pair, &forged);
+        assert_device_refused(&mut pair, FailReason::ServerAuthentication);
+    }
+}
+
+// ----- (b) a passive attacker who saw every frame -----
+
+#[test]
+fn a_passive_attacker_learns_neither_the_new_key_nor_the_confirmation_values() {
+    let mut pair = Pair::new(19, NsModel::SameWindow, N);
+    pair.start();
+    // The server's state while the new key is staged holds everything the run derived.
+    let mut held = None;
+    for _ in 0..10 {
+        pair.step();
+        if pair.server.is_staged(&DEV_EUI) && held.is_none() {
+            held = snapshot(&pair);
+        }
+    }
+    assert_eq!(pair.end, Some(End::Completed));
+    let fields = common::snapshot_fields(&held.unwrap());
+    let app_key = *staged_keys(&pair.device_events)[0].app_key.expose_secret();
+    assert_eq!(fields.app_key, Some(app_key));
+    let c_d = fields.device_confirm.unwrap();
+    let c_s = fields.server_confirm.unwrap();
+
+    // Nothing secret travels: no 8-byte window of the AppKey, C_D or C_S in any frame.
+    assert!(!pair.air.is_empty());
+    for secret in [&app_key[..], &c_d[..], &c_s[..]] {
+        for window in secret.windows(8) {
+            for (direction, frame) in &pair.air {
+                assert!(
+                    !frame.windows(8).any(|w| w == window),
+                    "{direction:?} frame carries secret bytes"
+                );
+            }
+        }
+    }
+
+    // What the attacker can compute: TH, from public values only.
+    let (up, down) = (&pair.air[0].1, &pair.air[1].1);
+    let req = pub_key_req(up);
+    let eph_s = match commands(down)[..] {
+        [
+            CommandRepr::PubKeyAns(PubKeyAnsRepr {
+                part: Part::EphemeralKey(k),
+                ..
+            }),
+        ] => k,
+        ref other => panic!("{other:?}"),
+    };
+    let mut attacker = common::backend(0xa77ac);
+    let eph_d = attacker.public_key_from_sec1(&req.ephemeral).unwrap();
+    let eph_s = attacker.public_key_from_sec1(&eph_s).unwrap();
+    let server_key_id = keys::key_id(&mut attacker, &pair.server_config.signing_public_key);
+    let device_key_id = keys::key_id(&mut attacker, &pair.record.identity);
+    let th = Transcript {
+        lorawan: LorawanVersion::V1_0,
+        dev_eui: &DEV_EUI,
+        join_eui: &JOIN_EUI,
+        server_key_id: &server_key_id,
+        device_key_id: &device_key_id,
+        session: req.session.value(),
+        device_ephemeral: &eph_d,
+        server_ephemeral: &eph_s,
+    }
+    .hash(&mut attacker);
+    assert_eq!(Some(th), fields.transcript_hash);
+
+    // Every secret the attacker can guess gives another key: without an ephemeral private key,
+    // the key schedule over the public transcript yields nothing of the new key.
+    let mut guesses: Vec<[u8; 48]> = vec![[0; 48], th];
+    let mut x = [0u8; 48];
+    x.copy_from_slice(eph_d.x());
+    guesses.push(x);
+    x.copy_from_slice(eph_s.x());
+    guesses.push(x);
+    let mut factory = [0u8; 48];
+    factory[32..].copy_from_slice(&FACTORY_APP_KEY);
+    guesses.push(factory);
+    // ECDH with a scalar derived from the factory key, against either ephemeral key.
+    let mut scalar = [0u8; 48];
+    scalar[..].copy_from_slice(&attacker.sha384_digest(&FACTORY_APP_KEY));
+    scalar[0] &= 0x7f;
+    for peer in [&eph_d, &eph_s] {
+        let (e, _) = lorapki_crypto::KeyImport::ephemeral_import(
+            &mut attacker,
+            &lorapki_crypto::Secret::from_array(scalar),
+        )
+        .unwrap();
+        guesses.push(*attacker.ecdh_agree(e, peer).unwrap().expose_secret());
+    }
+    for guess in guesses {
+        let keys = keys::derive_session_keys(
+            &mut attacker,
+            lorapki_crypto::Secret::from_array(guess),
+            &th,
+            LorawanVersion::V1_0,
+        )
+        .unwrap();
+        assert_ne!(*keys.root.app_key.expose_secret(), app_key);
+        assert_ne!(*keys.device_confirm.expose_secret(), c_d);
+        assert_ne!(*keys.server_confirm.expose_secret(), c_s);
+    }
+}
+
+#[test]
+fn the_new_key_depends_on_both_ephemeral_secrets() {
+    use lorapki_crypto::{KeyImport, Secret};
+    let mut b = common::backend(0xec);
+    let scalar = |byte: u8| {
+        let mut s = [byte; 48];
+        s[0] = 0x1f;
+        Secret::from_array(s)
+    };
+    let app_key = |b: &mut Backend, mine: u8, theirs: u8| {
+        let (_, their_public) = b.ephemeral_import(&scalar(theirs)).unwrap();
+        let (e, _) = b.ephemeral_import(&scalar(mine)).unwrap();
+        let z = b.ecdh_agree(e, &their_public).unwrap();
+        // The transcript is public and the same in every case.
+        let keys = keys::derive_session_keys(b, z, &[7; 48], LorawanVersion::V1_1).unwrap();
+        (
+            *keys.root.app_key.expose_secret(),
+            *keys.root.nwk_key.unwrap().expose_secret(),
+        )
+    };
+    let agreed = app_key(&mut b, 0x33, 0x44);
+    // Both sides compute it, each from its own secret and the other's public key.
+    assert_eq!(agreed, app_key(&mut b, 0x44, 0x33));
+    // Change either secret and the keys change.
+    assert_ne!(agreed.0, app_key(&mut b, 0x35, 0x44).0);
+    assert_ne!(agreed.0, app_key(&mut b, 0x33, 0x45).0);
+    assert_ne!(agreed.1, app_key(&mut b, 0x35, 0x44).1);
+    assert_ne!(agreed.1, app_key(&mut b, 0x33, 0x45).1);
+    assert_ne!(
+        agreed.0, agreed.1,
+        "AppKey and NwkKey are independent outputs"
+    );
+}
+
+// ----- (c) cross-device replay -----
+
+/// A device of its own, for runs of several devices against one server.
+struct Node {
+    device: DeviceSession<Backend>,
+    backend: Backend,
+    record: DeviceRecord,
+    events: Vec<DeviceEvent>,
+}
+
+impl Node {
+    fn new(seed: u64, dev_eui: [u8; 8], server_public: PublicKey) -> Self {
+        let mut backend = common::backend(seed);
+        let identity = backend.identity_generate(SLOT).unwrap();
+        let config =
+            DeviceConfig::new(dev_eui, JOIN_EUI, LorawanVersion::V1_0, SLOT, server_public);
+        let status = KeyStoreStatus {
+            active_generation: 0,
+            staged: false,
+        };
+        let device =
+            DeviceSession::new(&mut backend, config, DevicePersistent::default(), status).unwrap();
+        Self {
+            device,
+            backend,
+            record: DeviceRecord {
+                dev_eui,
+                join_eui: JOIN_EUI,
+                lorawan: LorawanVersion::V1_0,
+                identity,
+            },
+            events: Vec::new(),
+        }
+    }
+
+    fn uplink(&mut self, now: Instant) -> Option<Vec<u8>> {
+        let mut buf = [0u8; 242];
+        let t = self
+            .device
+            .poll_transmit(&mut self.backend, now, N, &mut buf)
+            .unwrap()?;
+        Some(buf[..t.len].to_vec())
+    }
+
+    fn downlink(&mut self, now: Instant, frame: &[u8]) {
+        let _ = self.device.handle_downlink(&mut self.backend, now, frame);
+        while let Some(e) = self.device.poll_event() {
+            self.events.push(e);
+        }
+    }
+}
+
+struct Server {
+    endpoint: ServerEndpoint,
+    backend: Backend,
+    public: PublicKey,
+    events: Vec<ServerEvent>,
+}
+
+impl Server {
+    fn new(seed: u64, change: impl FnOnce(&mut ServerConfig)) -> Self {
+        let mut backend = common::backend(seed);
+        let public = backend.identity_generate(SLOT).unwrap();
+        let mut config = ServerConfig::new(SLOT, public);
+        change(&mut config);
+        Self {
+            endpoint: ServerEndpoint::new(&mut backend, config),
+            backend,
+            public,
+            events: Vec::new(),
+        }
+    }
+
+    fn uplink(
+        &mut self,
+        now: Instant,
+        record: &DeviceRecord,
+        frame: &[u8],
+    ) -> Result<UplinkOutcome, Error> {
+        let r = self.endpoint.handle_uplink(
+            &mut self.backend,
+            now,
+            &record.dev_eui,
+            Some(record),
+            frame,
+        );
+        while let Some(e) = self.endpoint.poll_event() {
+            self.events.push(e);
+        }
+        r
+    }
+
+    fn downlink(&mut self, dev_eui: &[u8; 8]) -> Option<Vec<u8>> {
+        let mut buf = [0u8; 242];
+        let t = self.endpoint.poll_transmit(dev_eui, N, &mut buf).unwrap()?;
+        Some(buf[..t.len].to_vec())
+    }
+
+    fn staged_for(&self, dev_eui: &[u8; 8]) -> usize {
+        self.events
+            .iter()
+            .filter(|e| matches!(e, ServerEvent::StageNewKey { dev_eui: d, .. } if d == dev_eui))
+            .count()
+    }
+}
+
+/// Same-window round trips between `node` and `server` until the node stops sending; returns
+/// the uplinks.
+fn exchange(
+    node: &mut Node,
+    server: &mut Server,
+    now: &mut Instant,
+    rounds: usize,
+) -> Vec<Vec<u8>> {
+    let mut ups = Vec::new();
+    for _ in 0..rounds {
+        let Some(up) = node.uplink(*now) else { break };
+        let _ = server.uplink(*now, &node.record.clone(), &up);
+        if let Some(down) = server.downlink(&node.record.dev_eui) {
+            node.downlink(*now, &down);
+        }
+        ups.push(up);
+        *now = now.saturating_add(Duration::from_secs(3));
+    }
+    ups
+}
+
+#[test]
+fn another_devices_signature_is_rejected_and_stages_nothing() {
+    let mut server = Server::new(200, |_| {});
+    let mut a = Node::new(201, [0xa0; 8], server.public);
+    let mut b = Node::new(202, [0xb0; 8], server.public);
+    let mut now = Instant::from_millis(1_000_000);
+    a.device.start(&mut a.backend, now).unwrap();
+    let ups = exchange(&mut a, &mut server, &mut now, 3);
+    assert_eq!(
+        server.staged_for(&a.record.dev_eui),
+        1,
+        "A's run is genuine"
+    );
+    let stolen: Vec<SigVerifyReqRepr> = ups.iter().flat_map(|u| sig_verify_reqs(u)).collect();
+    assert_eq!(stolen.len(), 2);
+
+    // B starts a run and receives the server's EPH_S; the attacker answers for B with A's
+    // signature chunks, renumbered to B's session, and a KeyChangeReq.
+    b.device.start(&mut b.backend, now).unwrap();
+    let up = b.uplink(now).unwrap();
+    let s_b = pub_key_req(&up).session;
+    let _ = server.uplink(now, &b.record.clone(), &up).unwrap();
+    let p0 = server.downlink(&b.record.dev_eui).unwrap();
+    b.downlink(now, &p0);
+    let work = server.backend.work;
+    let forged = stolen
+        .iter()
+        .map(|c| SigVerifyReqRepr { session: s_b, ..*c });
+    let mut last = None;
+    for (i, chunk) in forged.enumerate() {
+        let mut cmds = vec![CommandRepr::SigVerifyReq(chunk)];
+        if i == 1 {
+            cmds.push(CommandRepr::KeyChangeReq(KeyChangeReqRepr));
+        }
+        last = Some(server.uplink(now, &b.record.clone(), &frame(&cmds)));
+    }
+    // One verification, which fails: B's key and B's transcript.
+    assert!(last.unwrap().unwrap().key_work);
+    assert_eq!(server.backend.work.verify, work.verify + 1);
+    assert!(server.events.contains(&ServerEvent::Failed {
+        dev_eui: b.record.dev_eui,
+        reason: FailReason::DeviceAuthentication
+    }));
+    assert_eq!(server.staged_for(&b.record.dev_eui), 0);
+    assert!(!server.endpoint.is_staged(&b.record.dev_eui));
+    let answer = server.downlink(&b.record.dev_eui).unwrap();
+    assert!(
+        commands(&answer).contains(&CommandRepr::SigVerifyAns(SigVerifyAnsRepr {
+            session: s_b,
+            code: Code::Rejected
+        }))
+    );
+    // B's own signature, arriving after, is not verified again: the first copy stands.
+    let b_up = b.uplink(now).unwrap();
+    let _ = server.uplink(now, &b.record.clone(), &b_up);
+    assert_eq!(server.backend.work.verify, work.verify + 1);
+    b.downlink(now, &answer);
+    assert!(
+        b.events
+            .contains(&DeviceEvent::Failed(FailReason::Rejected))
+    );
+    assert!(staged_keys(&b.events).is_empty());
+}
+
+// ----- (d) old sessions and replays -----
+
+#[test]
+fn frames_of_an_old_session_cause_no_work_and_no_change() {
+    let mut pair = Pair::new(15, NsModel::SameWindow, N);
+    pair.start();
+    let (u1, _) = round(&mut pair);
+    let (u2, _) = round(&mut pair);
+    // The third uplink (SigVerifyReq C=1 ‖ KeyChangeReq) is held by the attacker.
+    let u3 = uplink(&mut pair);
+    assert_eq!(
+        commands(&u3).last(),
+        Some(&CommandRepr::KeyChangeReq(KeyChangeReqRepr))
+    );
+    let s0 = pub_key_req(&u1).session;
+    // The device restarts: session S1, whose EPH_S it receives.
+    pair.restart_device();
+    let (v1, _) = round(&mut pair);
+    let s1 = pub_key_req(&v1).session;
+    assert!(s1.is_newer_than(s0));
+
+    let before = snapshot(&pair);
+    let work = pair.server_backend.work;
+    for old in [&u1, &u2, &u3] {
+        let result = to_server(&mut pair, old);
+        assert_eq!(result, Err(Error::StaleSession), "{:?}", commands(old));
+        assert_eq!(pair.server_backend.work, work, "no key work");
+        assert_eq!(
+            snapshot(&pair),
+            before,
+            "no state change: {:?}",
+            commands(old)
+        );
+    }
+    // The stale PubKeyReq is answered with an Abort of its own session, which the device drops.
+    assert_eq!(
+        abort_owed(&mut pair),
+        Some(AbortRepr {
+            session: s0,
+            reason: Reason::StaleSession
+        })
+    );
+
+    // The current session number with another EPH_D.
+    let mut other = common::backend(0xe);
+    let (_, other_eph) = other.ephemeral_generate().unwrap();
+    let forged = frame(&[CommandRepr::PubKeyReq(PubKeyReqRepr {
+        ephemeral: *other_eph.as_bytes(),
+        ..pub_key_req(&v1)
+    })]);
+    assert_eq!(to_server(&mut pair, &forged), Err(Error::StaleSession));
+    assert_eq!(pair.server_backend.work, work);
+    assert_eq!(snapshot(&pair), before);
+    assert_eq!(
+        abort_owed(&mut pair),
+        Some(AbortRepr {
+            session: s1,
+            reason: Reason::StaleSession
+        })
+    );
+}
+
+#[test]
+fn a_replayed_request_of_the_current_session_causes_no_second_verification() {
+    let mut pair = Pair::new(16, NsModel::SameWindow, N);
+    pair.start();
+    let (u1, _) = round(&mut pair);
+    let work = pair.server_backend.work;
+    let outcome = to_server(&mut pair, &u1).unwrap();
+    assert!(!outcome.key_work);
+    assert_eq!(outcome.duplicates, 1);
+    assert_eq!(pair.server_backend.work, work);
+    let (u2, _) = round(&mut pair);
+    let outcome = to_server(&mut pair, &u2).unwrap();
+    assert!(!outcome.key_work);
+    assert_eq!(outcome.duplicates, 1);
+    // The second chunk and the KeyChangeReq: the signature is verified once.
+    let u3 = uplink(&mut pair);
+    let outcome = to_server(&mut pair, &u3).unwrap();
+    assert!(outcome.key_work);
+    let work = pair.server_backend.work;
+    for replay in [&u1, &u2, &u3, &u3] {
+        let outcome = to_server(&mut pair, replay).unwrap();
+        assert!(!outcome.key_work, "{:?}", commands(replay));
+        assert!(outcome.duplicates >= 1);
+        assert_eq!(outcome.accepted, 0);
+        assert_eq!(pair.server_backend.work, work);
+    }
+    assert_eq!(server_staged(&pair.server_events), 1, "staged once");
+}
+
+// ----- (e) downgrade -----
+
+#[test]
+fn another_protocol_version_is_refused_without_key_work() {
+    for version in [0, 2, 3] {
+        let mut pair = Pair::new(17, NsModel::SameWindow, N);
+        pair.start();
+        let genuine = uplink(&mut pair);
+        let req = pub_key_req(&genuine);
+        let forged = frame(&[CommandRepr::PubKeyReq(PubKeyReqRepr { version, ..req })]);
+        let work = pair.server_backend.work;
+        assert_eq!(to_server(&mut pair, &forged), Err(Error::Refused));
+        assert_eq!(pair.server_backend.work, work, "version {version}");
+        assert_eq!(pair.server.pending_sessions(), 0);
+        assert_eq!(
+            abort_owed(&mut pair),
+            Some(AbortRepr {
+                session: req.session,
+                reason: Reason::UnsupportedVersion
+            })
+        );
+        // The forgery changed nothing for the genuine request: the server runs version 1 only.
+        let outcome = to_server(&mut pair, &genuine).unwrap();
+        assert!(outcome.key_work);
+        assert_eq!(pair.server.pending_sessions(), 1);
+    }
+}
+
+#[test]
+fn a_lorawan_version_mismatch_fails_the_run() {
+    // The LoRaWAN version byte is in the transcript: a device and a registry record that disagree
+    // derive different transcripts, so neither signature verifies.
+    for (device, record) in [
+        (LorawanVersion::V1_1, LorawanVersion::V1_0),
+        (LorawanVersion::V1_0, LorawanVersion::V1_1),
+    ] {
+        let mut pair = Pair::with_world(
+            common::world(18),
+            18,
+            NsModel::SameWindow,
+            device,
+            Box::new(|_| N),
+        );
+        pair.record.lorawan = record;
+        pair.start();
+        let end = pair.drive(100).unwrap();
+        assert!(
+            matches!(
+                end,
+                End::Failed(FailReason::Rejected | FailReason::ServerAuthentication)
+            ),
+            "{end:?}"
+        );
+        assert!(staged_keys(&pair.device_events).is_empty());
+        assert_eq!(server_staged(&pair.server_events), 0);
+        assert!(!pair.server.is_staged(&DEV_EUI));
+    }
+}
+
+// ----- (g) reflection -----
+
+/// A world in which the device's identity key and the server's signing key are the same key:
+/// only the role labels of §5.5 then tell a device signature from a server signature.
+fn one_key_world(seed: u64) -> World {
+    let mut scalar = [0x5a; 48];
+    scalar[0] = 0x1f;
+    common::fixed_world(scalar, scalar, seed)
+}
+
+#[test]
+fn a_reflected_signature_is_rejected_by_both_sides() {
+    // Control: with one key on both sides the exchange itself is sound and completes.
+    let mut pair = Pair::with_world(
+        one_key_world(20),
+        20,
+        NsModel::SameWindow,
+        LorawanVersion::V1_0,
+        Box::new(|_| N),
+    );
+    assert_eq!(pair.record.identity, pair.server_config.signing_public_key);
+    pair.start();
+    assert_eq!(pair.drive(100).unwrap(), End::Completed);
+
+    // The device's SIG_D presented to it as SIG_S, with the server's real EPH_S.
+    let mut pair = Pair::with_world(
+        one_key_world(20),
+        20,
+        NsModel::SameWindow,
+        LorawanVersion::V1_0,
+        Box::new(|_| N),
+    );
+    pair.start();
+    let (_, p0) = round(&mut pair);
+    assert!(p0.is_some());
+    let chunks: Vec<SigVerifyReqRepr> = [uplink(&mut pair), uplink(&mut pair)]
+        .iter()
+        .flat_map(|u| sig_verify_reqs(u))
+        .collect();
+    let mut sig_d = [0u8; 96];
+    sig_d[..48].copy_from_slice(&chunks[0].data);
+    sig_d[48..].copy_from_slice(&chunks[1].data);
+    let s = chunks[0].session;
+    let [head, tail] = Part::signature_parts(&sig_d);
+    feed(
+        &mut pair,
+        &[
+            frame(&[CommandRepr::PubKeyAns(PubKeyAnsRepr {
+                session: s,
+                part: head,
+            })]),
+            frame(&[
+                CommandRepr::SigVerifyAns(SigVerifyAnsRepr {
+                    session: s,
+                    code: Code::Accepted,
+                }),
+                CommandRepr::PubKeyAns(PubKeyAnsRepr {
+                    session: s,
+                    part: tail,
+                }),
+            ]),
+        ],
+    );
+    assert_device_refused(&mut pair, FailReason::ServerAuthentication);
+
+    // The server's SIG_S presented to it as SIG_D.
+    let mut pair = Pair::with_world(
+        one_key_world(20),
+        20,
+        NsModel::SameWindow,
+        LorawanVersion::V1_0,
+        Box::new(|_| N),
+    );
+    pair.start();
+    let u1 = uplink(&mut pair);
+    let s = pub_key_req(&u1).session;
+    let _ = to_server(&mut pair, &u1).unwrap();
+    // Three downlink opportunities carry the three parts.
+    let parts: Vec<Part> = (0..3)
+        .filter_map(|_| downlink(&mut pair))
+        .flat_map(|d| {
+            commands(&d)
+                .into_iter()
+                .filter_map(|c| match c {
+                    CommandRepr::PubKeyAns(a) => Some(a.part),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let mut sig_s = Vec::new();
+    for part in &parts[1..] {
+        sig_s.extend_from_slice(part.data());
+    }
+    let sig_s: [u8; 96] = sig_s.try_into().unwrap();
+    let [r, s_chunk] = SigVerifyReqRepr::chunks(s, true, &sig_s);
+    let work = pair.server_backend.work;
+    let _ = to_server(&mut pair, &frame(&[CommandRepr::SigVerifyReq(r)])).unwrap();
+    let outcome = to_server(
+        &mut pair,
+        &frame(&[
+            CommandRepr::SigVerifyReq(s_chunk),
+            CommandRepr::KeyChangeReq(KeyChangeReqRepr),
+        ]),
+    )
+    .unwrap();
+    assert!(outcome.key_work);
+    assert_eq!(pair.server_backend.work.verify, work.verify + 1);
+    assert!(pair.server_events.contains(&ServerEvent::Failed {
+        dev_eui: DEV_EUI,
+        reason: FailReason::DeviceAuthentication
+    }));
+    assert_eq!(server_staged(&pair.server_events), 0);
+}
+
+// ----- (h) DoS bounds -----
+
+#[test]
+fn an_unregistered_device_costs_no_key_work() {
+    let mut pair = Pair::new(21, NsModel::SameWindow, N);
+    pair.start();
+    let up = uplink(&mut pair);
+    let s = pub_key_req(&up).session;
+    let stranger = [0x99; 8];
+    let work = pair.server_backend.work;
+    let now = pair.now;
+    let record = pair.record;
+    // No record, or the record of another device: both are "not registered".
+    for record in [None, Some(&record)] {
+        let result =
+            pair.server
+                .handle_uplink(&mut pair.server_backend, now, &stranger, record, &up);
+        assert_eq!(result, Err(Error::UnknownDevice));
+    }
+    assert_eq!(pair.server_backend.work, work);
+    assert!(pair.server.export(&stranger).is_none(), "no state kept");
+    assert_eq!(pair.server.pending_sessions(), 0);
+    let mut buf = [0u8; 242];
+    let t = pair
+        .server
+        .poll_transmit(&stranger, N, &mut buf)
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        commands(&buf[..t.len]),
+        [CommandRepr::Abort(AbortRepr {
+            session: s,
+            reason: Reason::UnknownDevice
+        })]
+    );
+    assert!(
+        pair.server
+            .poll_transmit(&stranger, N, &mut buf)
+            .unwrap()
+            .is_none()
+    );
+
+    // What unknown devices are owed is bounded: a flood of them keeps a bounded number of
+    // Aborts, the oldest first to go.
+    for i in 0..1000u32 {
+        let mut eui = [0x77; 8];
+        eui[4..].copy_from_slice(&i.to_be_bytes());
+        let _ = pair
+            .server
+            .handle_uplink(&mut pair.server_backend, now, &eui, None, &up);
+    }
+    let owed = (0..1000u32)
+        .filter(|i| {
+            let mut eui = [0x77; 8];
+            eui[4..].copy_from_slice(&i.to_be_bytes());
+            pair.server
+                .poll_transmit(&eui, N, &mut buf)
+                .unwrap()
+                .is_some()
+        })
+        .count();
+    assert!(
+        owed > 0 && owed <= 64,
+        "{owed} Aborts kept for unknown devices"
+    );
+    assert_eq!(pair.server_backend.work, work);
+}
+
+#[test]
+fn the_fourth_run_within_the_refill_interval_is_rate_limited() {
+    let mut pair = Pair::new(22, NsModel::SameWindow, N);
+    pair.start();
+    let req = pub_key_req(&uplink(&mut pair));
+    let mut attacker = common::backend(0xdd05);
+    let mut session = req.session;
+    let mut forge = |session: Session| {
+        let (_, eph) = attacker.ephemeral_generate().unwrap();
+        frame(&[CommandRepr::PubKeyReq(PubKeyReqRepr {
+            session,
+            version: lorapki_wire::PROTOCOL_VERSION,
+            ephemeral: *eph.as_bytes(),
+        })])
+    };
+    for _ in 0..3 {
+        let outcome = to_server(&mut pair, &forge(session)).unwrap();
+        assert!(outcome.key_work);
+        session = session.next();
+        pair.now = pair.now.saturating_add(Duration::from_secs(60));
+    }
+    let work = pair.server_backend.work;
+    let before = snapshot(&pair);
+    assert_eq!(to_server(&mut pair, &forge(session)), Err(Error::Refused));
+    assert_eq!(pair.server_backend.work, work, "no key work over the limit");
+    assert_eq!(snapshot(&pair), before);
+    assert_eq!(
+        abort_owed(&mut pair),
+        Some(AbortRepr {
+            session,
+            reason: Reason::RateLimited
+        })
+    );
+    // One token comes back per refill interval.
+    pair.now = pair
+        .now
+        .saturating_add(pair.server_config.rate_limit.refill);
+    assert!(to_server(&mut pair, &forge(session)).unwrap().key_work);
+}
+
+#[test]
+fn the_pending_sessions_are_bounded() {
+    let mut server = Server::new(300, |c| c.max_pending_sessions = 1);
+    let mut a = Node::new(301, [0xa1; 8], server.public);
+    let mut b = Node::new(302, [0xb1; 8], server.public);
+    let now = Instant::from_millis(5_000_000);
+    a.device.start(&mut a.backend, now).unwrap();
+    b.device.start(&mut b.backend, now).unwrap();
+    let up_a = a.uplink(now).unwrap();
+    let up_b = b.uplink(now).unwrap();
+    assert!(
+        server
+            .uplink(now, &a.record.clone(), &up_a)
+            .unwrap()
+            .key_work
+    );
+    let work = server.backend.work;
+    assert_eq!(
+        server.uplink(now, &b.record.clone(), &up_b),
+        Err(Error::Refused)
+    );
+    assert_eq!(server.backend.work, work);
+    assert_eq!(server.endpoint.pending_sessions(), 1);
+    let down = server.downlink(&b.record.dev_eui).unwrap();
+    assert_eq!(
+        commands(&down),
+        [CommandRepr::Abort(AbortRepr {
+            session: pub_key_req(&up_b).session,
+            reason: Reason::RateLimited
+        })]
+    );
+    // Idle sessions expire, which frees the room.
+    let later = now.saturating_add(Duration::from_secs(3600));
+    server.endpoint.handle_timeout(later);
+    assert_eq!(server.endpoint.pending_sessions(), 0);
+    assert!(
+        server
+            .uplink(later, &b.record.clone(), &up_b)
+            .unwrap()
+            .key_work
+    );
+}
+
+// ----- (i) no secret in Debug output -----
+
+/// `Some(format!("{value:?}"))` if the type implements `Debug`, else `None` (autoref dispatch:
+/// the first impl applies only to `Debug` types). The sessions do not implement `Debug` today,
+/// so their branch is unused; the test checks their output as soon as they do.
+#[allow(dead_code)]
+struct Probe<'a, T>(&'a T);
+
+#[allow(dead_code)]
+trait ViaDebug {
+    fn render(&self) -> Option<String>;
+}
+
+impl<T: std::fmt::Debug> ViaDebug for Probe<'_, T> {
+    fn render(&self) -> Option<String> {
+        Some(format!("{:?} {:#?}", self.0, self.0))
+    }
+}
+
+trait WithoutDebug {
+    fn render(&self) -> Option<String>;
+}
+
+impl<T> WithoutDebug for &Probe<'_, T> {
+    fn render(&self) -> Option<String> {
+        None
+    }
+}
+
+/// Every way a Debug formatter could print `secret`: hex in both cases, and the decimal list of
+/// a byte array.
+fn leaks(output: &str, secret: &[u8]) -> bool {
+    let lower = hex::encode(secret);
+    let upper = lower.to_uppercase();
+    let decimal = format!("{secret:?}");
+    let inner = decimal.trim_matches(|c| c == '[' || c == ']');
+    output.contains(&lower) || output.contains(&upper) || output.contains(inner)
+}
+
+#[test]
+fn debug_output_contains_no_key() {
+    let mut pair = Pair::with_world(
+        common::world(23),
+        23,
+        NsModel::SameWindow,
+        LorawanVersion::V1_1,
+        Box::new(|_| N),
+    );
+    pair.start();
+    let mut outputs = Vec::new();
+    let mut secrets: Vec<Vec<u8>> = Vec::new();
+    for _ in 0..10 {
+        pair.step();
+        if pair.server.is_staged(&DEV_EUI) && secrets.is_empty() {
+            let snapshot = pair.server.export(&DEV_EUI).unwrap();
+            let fields = common::snapshot_fields(snapshot.as_bytes());
+            secrets.push(fields.device_confirm.unwrap().to_vec());
+            secrets.push(fields.server_confirm.unwrap().to_vec());
+            outputs.push(format!("{snapshot:?} {snapshot:#?}"));
+            // The sessions themselves, while they hold the run's keys.
+            outputs.extend((&Probe(&pair.device)).render());
+            outputs.extend((&Probe(&pair.server)).render());
+        }
+    }
+    assert_eq!(pair.end, Some(End::Completed));
+    let keys = staged_keys(&pair.device_events);
+    let keys = keys[0];
+    secrets.push(keys.app_key.expose_secret().to_vec());
+    secrets.push(keys.nwk_key.as_ref().unwrap().expose_secret().to_vec());
+    for event in &pair.device_events {
+        outputs.push(format!("{event:?} {event:#?}"));
+    }
+    for event in &pair.server_events {
+        outputs.push(format!("{event:?} {event:#?}"));
+    }
+    outputs.push(format!("{keys:?}"));
+    // The check itself finds a key that is printed.
+    assert!(leaks(
+        &format!("{:?}", keys.app_key.expose_secret()),
+        &secrets[2]
+    ));
+    for output in &outputs {
+        for secret in &secrets {
+            assert!(!leaks(output, secret), "a secret in: {output}");
+        }
+    }
+    assert!(outputs.iter().any(|o| o.contains("StageNewKey")));
+}
