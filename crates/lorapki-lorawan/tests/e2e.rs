@@ -1,0 +1,160 @@
+//! End to end: the real `lorawan-device` MAC behind the adapter, on `lorapki-netsim`'s simulated
+//! air, gateway, network server, join server (two-phase key switch) and lorapki server.
+//!
+//! Join under the factory key, rekey over FPort 1, rejoin under the new key; then the first uplink
+//! of the new session makes the join server retire the old key. Checked: both sides hold the
+//! same new key and nothing staged, DevNonce strictly increasing and stored before each
+//! JoinRequest, no frame above N, no error from the adapter.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::{DEV_EUI, FACTORY_KEY, PROBE, World};
+use lorapki_crypto::{KeyStoreStatus, RootKeySlot};
+use lorapki_lorawan::Event;
+use lorapki_netsim::ns::AnswerModel;
+use lorapki_netsim::region::Region;
+use lorawan::default_crypto::DefaultFactory;
+use lorawan::keys::{AES128, CryptoFactory, Mac};
+
+fn factory_probe() -> [u8; 16] {
+    let mut mac = DefaultFactory.new_mac(&AES128(FACTORY_KEY));
+    mac.input(PROBE);
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&mac.result());
+    out
+}
+
+/// Runs a rekey and checks every acceptance property; returns a one-line summary.
+fn rekey(region: Region, dr: u8, model: AnswerModel, seed: u64) -> String {
+    let mut world = World::new(region, dr, model, seed);
+    world.sim.enable_trace();
+    let confirmed = world.run_until(&Event::SwitchConfirmed);
+    let device = world.device();
+    let trace = || {
+        format!(
+            "air:\n{}\nMAC:\n{}\nevents: {:?}\nerrors: {:?}",
+            world.sim.trace().join("\n"),
+            device.responses.join("\n"),
+            device.events,
+            device.errors
+        )
+    };
+    assert!(confirmed, "no confirmed rekey\n{}", trace());
+    assert!(device.errors.is_empty(), "{}", trace());
+
+    // The adapter's story, in order.
+    let events: Vec<&Event> = device.events.iter().map(|(_, e)| e).collect();
+    let position = |wanted: &Event| {
+        events
+            .iter()
+            .position(|e| *e == wanted)
+            .unwrap_or_else(|| panic!("no {wanted:?}\n{}", trace()))
+    };
+    let steps = [
+        Event::Joined {
+            slot: RootKeySlot::Active,
+        },
+        Event::RekeyStarted {
+            session: match events.iter().find_map(|e| match e {
+                Event::RekeyStarted { session } => Some(*session),
+                _ => None,
+            }) {
+                Some(s) => s,
+                None => panic!("no run\n{}", trace()),
+            },
+        },
+        Event::KeyStaged,
+        Event::Joined {
+            slot: RootKeySlot::Staged,
+        },
+        Event::RekeyCompleted,
+        Event::SwitchConfirmed,
+    ];
+    let positions: Vec<usize> = steps.iter().map(position).collect();
+    assert!(positions.windows(2).all(|w| w[0] < w[1]), "{}", trace());
+    assert!(
+        !events.iter().any(|e| matches!(e, Event::RekeyFailed(_))),
+        "{}",
+        trace()
+    );
+
+    // Both sides switched to the same new key; nothing is staged anywhere.
+    let js = &world.sim.ns.join_server;
+    assert_eq!(
+        device.keys,
+        Some(KeyStoreStatus {
+            active_generation: 1,
+            staged: false
+        })
+    );
+    assert!(device.active_probe.is_some());
+    assert_ne!(device.active_probe, Some(factory_probe()));
+    assert_eq!(
+        js.key_cmac(&DEV_EUI, RootKeySlot::Active, PROBE),
+        device.active_probe
+    );
+    assert_eq!(js.key_cmac(&DEV_EUI, RootKeySlot::Staged, PROBE), None);
+    assert!(world.sim.ns.session_confirmed(&DEV_EUI));
+    let outcome = &world.sim.ns.app.outcomes[&DEV_EUI];
+    assert_eq!((outcome.completed, outcome.failed.len()), (1, 0));
+
+    // DevNonce: strictly increasing, each stored before its JoinRequest went out.
+    let log = device.radio_log.borrow();
+    assert!(log.dev_nonces.len() >= 2);
+    assert!(
+        log.dev_nonces.windows(2).all(|w| w[0] < w[1]),
+        "{:?}",
+        log.dev_nonces
+    );
+    assert_eq!(log.write_ahead_violations, 0);
+    let stored = device.persist.stored.borrow().unwrap();
+    assert_eq!(stored.last_dev_nonce, log.dev_nonces.last().copied());
+    assert!(stored.last_join_nonce.is_some());
+
+    // No frame above N: 13 bytes of frame around at most N bytes of FRMPayload.
+    let n = region.uplink_data_rate(dr).unwrap().max_payload;
+    assert!(
+        log.largest_data_frame <= 13 + n,
+        "{} > 13 + {n}",
+        log.largest_data_frame
+    );
+    let air = world.sim.stats(0);
+    assert_eq!(air.dwell_violations, 0);
+    assert_eq!(world.sim.ns.stats.mac_drops, 0);
+
+    format!(
+        "{} DR{dr} {}: {} uplinks ({} JoinRequests, {} data), {} downlinks, device ToA {:.1} s, \
+         largest frame {} B, {} missed downlinks, simulated {:.0} s",
+        region.name(),
+        model.name(),
+        air.uplinks,
+        air.join_requests,
+        log.data_frames,
+        air.downlinks,
+        air.device_toa_us as f64 / 1e6,
+        log.largest_data_frame,
+        device.missed,
+        world.sim.now_us() as f64 / 1e6,
+    )
+}
+
+#[test]
+fn eu868_dr0_same_window() {
+    eprintln!("{}", rekey(Region::Eu868, 0, AnswerModel::SameWindow, 1));
+}
+
+#[test]
+fn eu868_dr0_next_uplink() {
+    eprintln!("{}", rekey(Region::Eu868, 0, AnswerModel::NextUplink, 2));
+}
+
+#[test]
+fn us915_dr0_same_window() {
+    eprintln!("{}", rekey(Region::Us915, 0, AnswerModel::SameWindow, 3));
+}
+
+#[test]
+fn us915_dr0_next_uplink() {
+    eprintln!("{}", rekey(Region::Us915, 0, AnswerModel::NextUplink, 4));
+}
