@@ -172,3 +172,47 @@ async fn postgres_two_instances_alternating() {
     reset_postgres(&db.url()).await;
     scenario(db, true, 1, MacVersion::V1_1).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_runs_expire_and_the_pending_bound_holds() {
+    let db = Db::sqlite();
+    let keys = [server_key()];
+    let mut opts = options();
+    opts.idle_timeout = std::time::Duration::from_millis(300);
+    opts.max_pending_sessions = 1;
+    let server = server_on(&db, &keys, opts).await;
+    let mut a = SimDevice::new(1, MacVersion::V1_0_3, keys[0].public());
+    let mut b = SimDevice::new(2, MacVersion::V1_0_3, keys[0].public());
+    let records = [(1, a.record()), (2, b.record())];
+    server
+        .store()
+        .import_devices(&records, &kek(), 0)
+        .await
+        .unwrap();
+    a.start();
+    b.start();
+    let up = a.uplink(51).unwrap();
+    assert!(
+        server
+            .handle_uplink(a.dev_eui, &up)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(server.refresh_pending().await.unwrap(), 1);
+    // The store-wide bound is reached: a second device's PubKeyReq is refused (Abort 0x07).
+    let up = b.uplink(51).unwrap();
+    let down = server.handle_uplink(b.dev_eui, &up).await.unwrap().unwrap();
+    assert_eq!(down[0], 0x07, "Abort");
+    assert_eq!(down[2], 0x03, "RateLimited");
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    assert_eq!(server.expire_due().await.unwrap(), 1);
+    assert_eq!(server.refresh_pending().await.unwrap(), 0);
+    assert_eq!(server.metrics().failed().get("expired"), Some(&1));
+    assert!(
+        server
+            .metrics()
+            .render()
+            .contains("lorapki_rekeys_failed_total{reason=\"expired\"} 1")
+    );
+}

@@ -188,7 +188,7 @@ async fn run_devices(servers: &[Arc<Server>], prefix: &str, devices: Vec<SimDevi
 }
 
 async fn scenario(db: Db, instances: usize, count: u32) {
-    let prefix = format!("lpk{}", std::process::id());
+    let prefix = format!("lpk{}{}", std::process::id(), db.name());
     let key = server_key();
     let keys = [key];
     let devices: Vec<SimDevice> = (1..=count)
