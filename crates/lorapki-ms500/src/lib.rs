@@ -1,6 +1,8 @@
 #![doc = include_str!("../README.md")]
 #![no_std]
-#![forbid(unsafe_code)]
+// `unsafe` is denied everywhere; only the vendor-SDK boundary in `ms500` allows it, block by
+// block, each with a SAFETY comment.
+#![deny(unsafe_code)]
 
 #[cfg(feature = "std")]
 extern crate std;
@@ -16,6 +18,9 @@ mod wait;
 
 #[cfg(feature = "emulated")]
 pub mod emulated;
+
+#[cfg(all(feature = "ms500", target_os = "none"))]
+pub mod ms500;
 
 pub use backend::{
     Config, DEV_NONCE_MAX, EPHEMERAL_SLOTS, IDENTITY_SLOTS, Ms500Backend, Ms500Ephemeral,
