@@ -95,9 +95,9 @@ fn bad_sources_trip_the_tests_they_should() {
 ///
 /// By construction (SP 800-90B §4.4) each test fails a source that has exactly the claimed
 /// min-entropy with probability at most α = 2^-30 per sample (RCT, lag test) or per 512-sample
-/// window (APT): at most about 2^-28.4 per sample for the three together, i.e. one false alarm
-/// per ~3.6·10^8 samples. A source with more entropy than claimed does far better; these runs
-/// show none.
+/// window (APT): about 2α + α/512 ≈ 2^-29 per sample for the three together, i.e. one false
+/// alarm per ~5·10^8 samples. A source with more entropy than claimed does far better; these
+/// runs show none.
 #[test]
 fn good_sources_do_not_trip() {
     const SAMPLES: u64 = 1 << 20;
