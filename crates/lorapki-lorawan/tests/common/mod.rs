@@ -29,7 +29,7 @@ use lorapki_lorawan::{
 };
 use lorapki_netsim::device::{AirDevice, IDENTITY_SLOT, RadioContext, device_backend};
 use lorapki_netsim::ns::{
-    AnswerModel, Backend, Downlink, NetworkServer, NsConfig, PkiServer, RxWindow, Uplink,
+    AnswerModel, Backend, Downlink, Faults, NetworkServer, NsConfig, PkiServer, RxWindow, Uplink,
 };
 use lorapki_netsim::region::Region;
 use lorapki_netsim::sim::{SimConfig, Simulation};
@@ -308,8 +308,10 @@ pub struct OnAir {
     pub events: Vec<(u64, Event)>,
     /// Errors the adapter returned (there should be none).
     pub errors: Vec<String>,
-    /// Downlinks the gateway sent where or when the MAC was not listening.
+    /// Downlinks the gateway sent where or when the MAC was not listening, and why.
     pub missed: u32,
+    pub missed_detail: Vec<String>,
+    last_uplink: Option<(u32, u8)>,
     /// The MAC's responses, for the trace.
     pub responses: Vec<String>,
     /// The key store after the last interaction: its status, and the CMAC of [`PROBE`] under
@@ -331,6 +333,8 @@ impl OnAir {
             events: Vec::new(),
             errors: Vec::new(),
             missed: 0,
+            missed_detail: Vec::new(),
+            last_uplink: None,
             responses: Vec::new(),
             keys: None,
             active_probe: None,
@@ -413,10 +417,12 @@ impl AirDevice for OnAir {
         };
         self.schedule(ctx.now_us);
         self.wake = None;
+        let data_rate = uplink_data_rate(self.region, &config);
+        self.last_uplink = Some((config.rf.frequency, data_rate));
         Some(Uplink {
             phy,
             frequency_hz: config.rf.frequency,
-            data_rate: uplink_data_rate(self.region, &config),
+            data_rate,
         })
     }
 
@@ -424,19 +430,21 @@ impl AirDevice for OnAir {
         let now = ms(now_us);
         self.device.radio().now_ms = (now_us / 1000) as u32;
         let mut delivered = downlink.is_none();
+        let mut listened = Vec::new();
         for window in [RxWindow::Rx1, RxWindow::Rx2] {
             // The MAC's timer opens the window...
             let opened = self.device.handle_timeout(now);
             self.record(now_us, opened);
-            if let Some(d) = downlink.filter(|d| d.window == window) {
-                let listening = self.device.radio().listening;
-                if listening.is_some_and(|l| heard(self.region, d, &l)) {
-                    self.device.radio().packet = d.phy.clone();
-                    let result = self.device.handle_radio_event(now, FrameReceived);
-                    delivered = true;
-                    if self.record(now_us, result).is_some() && self.device.is_idle() {
-                        break;
-                    }
+            let listening = self.device.radio().listening;
+            listened.push(listening.map(|l| (l.frequency, l.bb.sf.factor(), l.bb.bw.hz())));
+            if let Some(d) = downlink.filter(|d| d.window == window)
+                && listening.is_some_and(|l| heard(self.region, d, &l))
+            {
+                self.device.radio().packet = d.phy.clone();
+                let result = self.device.handle_radio_event(now, FrameReceived);
+                delivered = true;
+                if self.record(now_us, result).is_some() && self.device.is_idle() {
+                    break;
                 }
             }
             // ... and closes it.
@@ -448,6 +456,14 @@ impl AirDevice for OnAir {
         }
         if !delivered {
             self.missed += 1;
+            self.missed_detail.push(format!(
+                "uplink (Hz, DR) {:?}: gateway sent {:?} at {} Hz DR{}, the MAC listened on \
+                 (Hz, SF, BW) {listened:?}",
+                self.last_uplink,
+                downlink.map(|d| d.window),
+                downlink.map_or(0, |d| d.frequency_hz),
+                downlink.map_or(0, |d| d.data_rate),
+            ));
         }
         self.schedule(now_us);
     }
@@ -462,6 +478,17 @@ pub struct World {
 
 impl World {
     pub fn new(region: Region, dr: u8, model: AnswerModel, seed: u64) -> Self {
+        Self::with_faults(region, dr, model, seed, Faults::none())
+    }
+
+    /// A world whose air loses frames and whose integration duplicates and reorders them.
+    pub fn with_faults(
+        region: Region,
+        dr: u8,
+        model: AnswerModel,
+        seed: u64,
+        faults: Faults,
+    ) -> Self {
         let (mut server_backend, server_public) = server_key();
         let endpoint = ServerEndpoint::new(
             &mut server_backend,
@@ -485,10 +512,13 @@ impl World {
         });
         let mut ns_config = NsConfig::new(model);
         ns_config.seed = seed;
+        ns_config.faults = faults;
         let mut ns = NetworkServer::new(region, ns_config, pki, 1);
         ns.join_server
             .provision(DEV_EUI, JOIN_EUI, AesKey::from_array(FACTORY_KEY));
-        let mut sim = Simulation::new(SimConfig::new(seed), ns);
+        let mut sim_config = SimConfig::new(seed);
+        sim_config.faults = faults;
+        let mut sim = Simulation::new(sim_config, ns);
         sim.add_device(OnAir::new(device, persist, region));
         Self { sim }
     }
