@@ -234,7 +234,7 @@ async fn scenario(db: Db, instances: usize, count: u32) {
     assert_eq!(completed, u64::from(count));
     let cores = std::thread::available_parallelism().map_or(2, usize::from) as f64;
     let per_instance: Vec<u64> = servers.iter().map(|s| s.metrics().started()).collect();
-    let (server_cost, device_cost) = calibrate(10);
+    let (server_cost, device_cost) = calibrate(count.clamp(10, 100));
     let n = f64::from(count);
     // The simulated devices run on the same cores: their CPU is taken out of the capacity.
     let server_capacity = (out.wall * cores - n * device_cost).max(1e-9);
@@ -255,12 +255,20 @@ async fn scenario(db: Db, instances: usize, count: u32) {
     );
 }
 
+/// Rekeys per scenario: 60, or `LORAPKI_TEST_REKEYS` for a longer measurement.
+fn rekeys() -> u32 {
+    std::env::var("LORAPKI_TEST_REKEYS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(60)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mqtt_rekeys_sqlite() {
     if skip("LORAPKI_TEST_MQTT", "rekeys over mosquitto") {
         return;
     }
-    scenario(Db::sqlite(), 1, 60).await;
+    scenario(Db::sqlite(), 1, rekeys()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -276,5 +284,5 @@ async fn mqtt_rekeys_postgres_two_instances() {
     let _lock = PG_LOCK.lock().await;
     let db = Db::postgres().await.unwrap();
     reset_postgres(&db.url()).await;
-    scenario(db, 2, 60).await;
+    scenario(db, 2, rekeys()).await;
 }
