@@ -135,6 +135,28 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     }
     if let Some(settings) = config.mqtt_settings()? {
         info!(host = %settings.host, port = settings.port, "MQTT integration starting");
+        #[cfg(feature = "chirpstack-grpc")]
+        if let Some(g) = &config.chirpstack_grpc {
+            let handoff = crate::keyhandoff::KeyHandoff::new(
+                Arc::clone(&server),
+                &g.server,
+                config.chirpstack_token()?,
+            )?;
+            info!(server = %g.server, "handing new keys to ChirpStack's key store");
+            tasks.spawn(crate::chirpstack::run_with_handoff(
+                Arc::clone(&server),
+                settings.clone(),
+                Arc::new(handoff),
+                stop_rx.clone(),
+            ));
+        } else {
+            tasks.spawn(crate::chirpstack::run(
+                Arc::clone(&server),
+                settings.clone(),
+                stop_rx.clone(),
+            ));
+        }
+        #[cfg(not(feature = "chirpstack-grpc"))]
         tasks.spawn(crate::chirpstack::run(
             Arc::clone(&server),
             settings,

@@ -179,6 +179,44 @@ pub fn parse_uplink(payload: &[u8]) -> Result<Uplink> {
     })
 }
 
+/// The fields of a ChirpStack v4 log or join event that matter here.
+#[derive(Deserialize, Debug)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceEvent {
+    /// The device.
+    pub device_info: DeviceInfo,
+    /// The log code (`UPLINK_MIC`, …) of a log event.
+    #[serde(default)]
+    pub code: Option<String>,
+}
+
+/// The key hand-off to ChirpStack's key store, when built and configured.
+#[cfg(feature = "chirpstack-grpc")]
+type Handoff = Option<Arc<crate::keyhandoff::KeyHandoff>>;
+#[cfg(not(feature = "chirpstack-grpc"))]
+type Handoff = ();
+
+#[cfg(feature = "chirpstack-grpc")]
+async fn handle_device_event(handoff: &Handoff, topic: &str, payload: &[u8]) -> Result<()> {
+    let Some(handoff) = handoff else {
+        return Ok(());
+    };
+    let event: DeviceEvent = serde_json::from_slice(payload)
+        .map_err(|e| Error::Malformed(format!("device event JSON: {e}")))?;
+    let dev_eui: Eui64 = event.device_info.dev_eui.parse()?;
+    if topic.ends_with("/event/log") && event.code.as_deref() == Some("UPLINK_MIC") {
+        handoff.on_mic_failure(dev_eui).await?;
+    } else if topic.ends_with("/event/join") {
+        handoff.on_join(dev_eui).await?;
+    }
+    Ok(())
+}
+
+#[cfg(not(feature = "chirpstack-grpc"))]
+async fn handle_device_event(_: &Handoff, _: &str, _: &[u8]) -> Result<()> {
+    Ok(())
+}
+
 /// The downlink command for ChirpStack: topic and JSON body.
 #[must_use]
 pub fn downlink_command(
@@ -202,8 +240,13 @@ async fn handle_publish(
     server: &Server,
     client: &AsyncClient,
     settings: &MqttSettings,
+    handoff: &Handoff,
+    topic: &str,
     payload: &[u8],
 ) -> Result<()> {
+    if !topic.ends_with("/event/up") {
+        return handle_device_event(handoff, topic, payload).await;
+    }
     let uplink = parse_uplink(payload)?;
     if server.options().confirm_on == ConfirmOn::Uplink
         && let Some(addr) = &uplink.dev_addr
@@ -241,6 +284,35 @@ async fn handle_publish(
 pub async fn run(
     server: Arc<Server>,
     settings: MqttSettings,
+    shutdown: watch::Receiver<bool>,
+) -> Result<()> {
+    #[cfg(feature = "chirpstack-grpc")]
+    let handoff: Handoff = None;
+    #[cfg(not(feature = "chirpstack-grpc"))]
+    let handoff: Handoff = ();
+    run_inner(server, settings, handoff, shutdown).await
+}
+
+/// [`run`], and also hands new keys to ChirpStack's key store: subscribes to the devices' log
+/// and join events as well (see [`crate::keyhandoff`]).
+///
+/// # Errors
+///
+/// As [`run`].
+#[cfg(feature = "chirpstack-grpc")]
+pub async fn run_with_handoff(
+    server: Arc<Server>,
+    settings: MqttSettings,
+    handoff: Arc<crate::keyhandoff::KeyHandoff>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<()> {
+    run_inner(server, settings, Some(handoff), shutdown).await
+}
+
+async fn run_inner(
+    server: Arc<Server>,
+    settings: MqttSettings,
+    handoff: Handoff,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<()> {
     let mut options = MqttOptions::new(&settings.client_id, &settings.host, settings.port);
@@ -251,7 +323,16 @@ pub async fn run(
         options.set_credentials(u, p);
     }
     let (client, mut eventloop) = AsyncClient::new(options, 1024);
-    let filter = settings.uplink_filter();
+    #[cfg_attr(not(feature = "chirpstack-grpc"), allow(unused_mut))]
+    let mut filters = vec![settings.uplink_filter()];
+    #[cfg(feature = "chirpstack-grpc")]
+    if handoff.is_some() {
+        let up = settings.uplink_filter();
+        let base = up.trim_end_matches("/event/up");
+        filters.push(format!("{base}/event/log"));
+        filters.push(format!("{base}/event/join"));
+    }
+    let handoff = Arc::new(handoff);
     let limit = Arc::new(Semaphore::new(IN_FLIGHT));
     let settings = Arc::new(settings);
     let mut tasks = tokio::task::JoinSet::new();
@@ -263,11 +344,13 @@ pub async fn run(
         while tasks.try_join_next().is_some() {}
         match event {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                info!(filter = %filter, "MQTT connected; subscribing");
-                client
-                    .subscribe(filter.clone(), QoS::AtLeastOnce)
-                    .await
-                    .map_err(|e| Error::Mqtt(e.to_string()))?;
+                for filter in &filters {
+                    info!(filter = %filter, "MQTT connected; subscribing");
+                    client
+                        .subscribe(filter.clone(), QoS::AtLeastOnce)
+                        .await
+                        .map_err(|e| Error::Mqtt(e.to_string()))?;
+                }
             }
             Ok(Event::Incoming(Packet::Publish(publish))) => {
                 let Ok(permit) = Arc::clone(&limit).acquire_owned().await else {
@@ -276,9 +359,17 @@ pub async fn run(
                 let server = Arc::clone(&server);
                 let client = client.clone();
                 let settings = Arc::clone(&settings);
+                let handoff = Arc::clone(&handoff);
                 tasks.spawn(async move {
-                    if let Err(e) =
-                        handle_publish(&server, &client, &settings, &publish.payload).await
+                    if let Err(e) = handle_publish(
+                        &server,
+                        &client,
+                        &settings,
+                        &handoff,
+                        &publish.topic,
+                        &publish.payload,
+                    )
+                    .await
                     {
                         match e {
                             Error::Malformed(m) => {
@@ -330,6 +421,17 @@ mod tests {
         assert!(parse_uplink(bad).is_err());
         let other_port = br#"{"deviceInfo":{"applicationId":"a","devEui":"70b3d57ed0000001"},"fPort":2,"data":"AQID"}"#;
         assert_eq!(parse_uplink(other_port).unwrap().fport1, None);
+    }
+
+    #[test]
+    fn parses_log_and_join_events() {
+        let log = br#"{"time":"t","deviceInfo":{"applicationId":"a","devEui":"70b3d57ed0000001"},"level":"ERROR","code":"UPLINK_MIC","description":"MIC of join-request is invalid","context":{}}"#;
+        let e: DeviceEvent = serde_json::from_slice(log).unwrap();
+        assert_eq!(e.code.as_deref(), Some("UPLINK_MIC"));
+        let join = br#"{"deviceInfo":{"applicationId":"a","devEui":"70b3d57ed0000001"},"devAddr":"01020304"}"#;
+        let e: DeviceEvent = serde_json::from_slice(join).unwrap();
+        assert_eq!(e.code, None);
+        assert_eq!(e.device_info.dev_eui, "70b3d57ed0000001");
     }
 
     #[test]

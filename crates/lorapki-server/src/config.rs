@@ -30,6 +30,20 @@ pub struct Config {
     pub join_server: Option<JoinServerSection>,
     /// `[metrics]`; absent: no metrics endpoint.
     pub metrics: Option<MetricsSection>,
+    /// `[chirpstack_grpc]`; absent: no key hand-off to ChirpStack's key store.
+    pub chirpstack_grpc: Option<ChirpstackGrpcSection>,
+}
+
+/// `[chirpstack_grpc]`: hand new keys to ChirpStack's key store (feature `chirpstack-grpc`).
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct ChirpstackGrpcSection {
+    /// ChirpStack's gRPC API, e.g. `http://chirpstack:8080`.
+    pub server: String,
+    /// API token (prefer `api_token_file` or `LORAPKI_CHIRPSTACK_TOKEN`).
+    pub api_token: Option<String>,
+    /// File holding the API token.
+    pub api_token_file: Option<PathBuf>,
 }
 
 /// `[server]`.
@@ -179,6 +193,18 @@ impl Config {
         if let Some(m) = &config.mqtt {
             split_host_port(&m.server)?;
         }
+        if config.chirpstack_grpc.is_some() {
+            if !cfg!(feature = "chirpstack-grpc") {
+                return Err(Error::Config(
+                    "[chirpstack_grpc] needs a build with the chirpstack-grpc feature".into(),
+                ));
+            }
+            if config.mqtt.is_none() {
+                return Err(Error::Config(
+                    "[chirpstack_grpc] needs the [mqtt] integration (log and join events)".into(),
+                ));
+            }
+        }
         Ok(config)
     }
 
@@ -326,6 +352,33 @@ impl Config {
         s.confirmed = m.confirmed_downlinks;
         s.topic_prefix.clone_from(&m.topic_prefix);
         Ok(Some(s))
+    }
+}
+
+impl Config {
+    /// The ChirpStack API token: `LORAPKI_CHIRPSTACK_TOKEN`, else `api_token_file`, else
+    /// `api_token`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] if the file cannot be read.
+    pub fn chirpstack_token(&self) -> Result<Option<Zeroizing<String>>> {
+        let Some(g) = &self.chirpstack_grpc else {
+            return Ok(None);
+        };
+        if let Ok(t) = std::env::var("LORAPKI_CHIRPSTACK_TOKEN") {
+            return Ok(Some(Zeroizing::new(t)));
+        }
+        if let Some(path) = &g.api_token_file {
+            let t = std::fs::read_to_string(path).map_err(|e| {
+                Error::Config(format!(
+                    "cannot read api_token_file {}: {e}",
+                    path.display()
+                ))
+            })?;
+            return Ok(Some(Zeroizing::new(t.trim().to_owned())));
+        }
+        Ok(g.api_token.clone().map(Zeroizing::new))
     }
 }
 

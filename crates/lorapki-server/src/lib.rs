@@ -9,6 +9,8 @@ pub mod eui;
 pub mod identity;
 pub mod joinserver;
 pub mod kek;
+#[cfg(feature = "chirpstack-grpc")]
+pub mod keyhandoff;
 pub mod lorawan;
 pub mod metrics;
 pub mod registry;

@@ -371,3 +371,19 @@ pub async fn exchange_until_rejoin(server: &Server, dev: &mut SimDevice) {
     }
     panic!("no rejoin: {:?}", dev.failures);
 }
+
+impl SimDevice {
+    /// A JoinRequest under `slot` without changing the device's state (DevNonce not consumed).
+    pub fn join_request_under(&mut self, slot: lorapki_crypto::RootKeySlot) -> Vec<u8> {
+        let mut phy = vec![0x00];
+        phy.extend_from_slice(&Eui64(JOIN_EUI).to_le_bytes());
+        phy.extend_from_slice(&self.dev_eui.to_le_bytes());
+        phy.extend_from_slice(&(self.dev_nonce + 1).to_le_bytes());
+        let mic = self
+            .keys
+            .root_cmac(slot, RootKeyKind::AppKey, &[&phy])
+            .unwrap();
+        phy.extend_from_slice(&mic[..4]);
+        phy
+    }
+}
