@@ -5,8 +5,9 @@
 #   LORAPKI_TEST_MQTT=127.0.0.1:<port>         mosquitto, anonymous, loopback only
 #   LORAPKI_TEST_POSTGRES=postgres://...       a throw-away database, trust auth, loopback only
 #
-# Also installs the mingw-w64 cross toolchain and the Rust target for the Windows build check and
-# exports CARGO_TARGET_X86_64_PC_WINDOWS_GNU_LINKER.
+# Also installs the mingw-w64 cross toolchain and the Rust target for the Windows build check
+# (exports CARGO_TARGET_X86_64_PC_WINDOWS_GNU_LINKER), and protoc for the optional
+# `chirpstack-grpc` feature of lorapki-server.
 #
 # Use it by sourcing, so that the exports reach the caller:
 #
@@ -28,6 +29,8 @@ lorapki_services_main() {
     command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
     compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need+=(postgresql)
     command -v x86_64-w64-mingw32-gcc >/dev/null 2>&1 || need+=(gcc-mingw-w64-x86-64)
+    # protoc, for the optional chirpstack-grpc feature (chirpstack_api compiles its definitions).
+    command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
     if [ ${#need[@]} -gt 0 ]; then
         if [ "$(id -u)" != 0 ]; then
             echo "services.sh: missing packages ${need[*]} (run as root)" >&2
