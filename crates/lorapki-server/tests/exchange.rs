@@ -216,3 +216,33 @@ async fn idle_runs_expire_and_the_pending_bound_holds() {
             .contains("lorapki_rekeys_failed_total{reason=\"expired\"} 1")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unregistered_devices_cost_no_key_work() {
+    let db = Db::sqlite();
+    let keys = [server_key()];
+    let server = server_on(&db, &keys, options()).await;
+    let mut stranger = SimDevice::new(77, MacVersion::V1_0_3, keys[0].public());
+    stranger.start();
+    let up = stranger.uplink(51).unwrap();
+    let down = server
+        .handle_uplink(stranger.dev_eui, &up)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((down[0], down[2]), (0x07, 0x02), "Abort(UnknownDevice)");
+    assert!(
+        server
+            .metrics()
+            .render()
+            .contains("lorapki_key_work_total 0")
+    );
+    assert!(
+        server
+            .store()
+            .session(stranger.dev_eui)
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
