@@ -246,3 +246,42 @@ async fn unregistered_devices_cost_no_key_work() {
             .is_none()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_key_rotation_serves_devices_pinned_to_either_key() {
+    let db = Db::sqlite();
+    let keys = [server_key(), server_key()];
+    let server = server_on(&db, &keys, options()).await;
+    let mut old = SimDevice::new(1, MacVersion::V1_0_3, keys[0].public());
+    let mut new = SimDevice::new(2, MacVersion::V1_0_3, keys[1].public());
+    let mut pinned_to_second = new.record();
+    pinned_to_second.server_key_id = Some(keys[1].key_id());
+    let records = [(1, old.record()), (2, pinned_to_second)];
+    server
+        .store()
+        .import_devices(&records, &kek(), 0)
+        .await
+        .unwrap();
+    for dev in [&mut old, &mut new] {
+        exchange_until_rejoin(&server, dev).await;
+        assert!(dev.failures.is_empty(), "{:?}", dev.failures);
+    }
+    // A device registered with the other key than the one it pinned: the transcripts differ (they
+    // bind the server key id), so the run fails and nothing is staged.
+    let mut wrong = SimDevice::new(3, MacVersion::V1_0_3, keys[1].public());
+    server
+        .store()
+        .import_devices(&[(3, wrong.record())], &kek(), 0)
+        .await
+        .unwrap();
+    wrong.start();
+    while wrong.failures.is_empty() {
+        let up = wrong.uplink(51).unwrap();
+        if let Some(d) = server.handle_uplink(wrong.dev_eui, &up).await.unwrap() {
+            wrong.downlink(&d);
+        }
+    }
+    assert_eq!(wrong.failures, [lorapki_proto::FailReason::Rejected]);
+    let row = server.store().device(wrong.dev_eui).await.unwrap().unwrap();
+    assert_eq!(row.key_state, KeyState::Factory);
+}
