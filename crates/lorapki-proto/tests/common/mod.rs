@@ -64,6 +64,43 @@ pub struct Faults {
     pub server_restarts: Vec<u32>,
 }
 
+/// What reaches the receiver when `frame` meets `fate`, in order; `held` is the frame a Delay
+/// holds back (one per direction), `history` every frame sent so far in that direction.
+fn apply_fate(
+    fate: Fate,
+    frame: Vec<u8>,
+    held: &mut Option<Vec<u8>>,
+    history: &mut Vec<Vec<u8>>,
+) -> Vec<Vec<u8>> {
+    let mut deliveries = Vec::new();
+    match fate {
+        Fate::Deliver => deliveries.push(frame.clone()),
+        Fate::Drop => {}
+        Fate::Duplicate => {
+            deliveries.push(frame.clone());
+            deliveries.push(frame.clone());
+        }
+        Fate::Delay => {
+            if let Some(previous) = held.replace(frame.clone()) {
+                deliveries.push(previous);
+            }
+        }
+        Fate::Replay => {
+            deliveries.push(frame.clone());
+            if let Some(old) = history.first().cloned() {
+                deliveries.push(old);
+            }
+        }
+    }
+    if fate != Fate::Delay
+        && let Some(previous) = held.take()
+    {
+        deliveries.push(previous);
+    }
+    history.push(frame);
+    deliveries
+}
+
 impl Faults {
     fn fate(list: &[Fate], i: u32) -> Fate {
         list.get(i as usize).copied().unwrap_or(Fate::Deliver)
@@ -420,32 +457,7 @@ impl Pair {
         {
             self.downlink(queued);
         }
-        let mut deliveries: Vec<Vec<u8>> = Vec::new();
-        match fate {
-            Fate::Deliver => deliveries.push(frame.clone()),
-            Fate::Drop => {}
-            Fate::Duplicate => {
-                deliveries.push(frame.clone());
-                deliveries.push(frame.clone());
-            }
-            Fate::Delay => {
-                if let Some(held) = self.held_uplink.replace(frame.clone()) {
-                    deliveries.push(held);
-                }
-            }
-            Fate::Replay => {
-                deliveries.push(frame.clone());
-                if let Some(old) = self.uplink_history.first().cloned() {
-                    deliveries.push(old);
-                }
-            }
-        }
-        if fate != Fate::Delay
-            && let Some(held) = self.held_uplink.take()
-        {
-            deliveries.push(held);
-        }
-        self.uplink_history.push(frame);
+        let deliveries = apply_fate(fate, frame, &mut self.held_uplink, &mut self.uplink_history);
         for uplink in deliveries {
             let _ = self.server.handle_uplink(
                 &mut self.server_backend,
@@ -476,32 +488,12 @@ impl Pair {
         self.stats.downlink_bytes += frame.len() as u32;
         let fate = Faults::fate(&self.faults.downlinks, self.down_index);
         self.down_index += 1;
-        let mut deliveries = Vec::new();
-        match fate {
-            Fate::Deliver => deliveries.push(frame.clone()),
-            Fate::Drop => {}
-            Fate::Duplicate => {
-                deliveries.push(frame.clone());
-                deliveries.push(frame.clone());
-            }
-            Fate::Delay => {
-                if let Some(held) = self.held_downlink.replace(frame.clone()) {
-                    deliveries.push(held);
-                }
-            }
-            Fate::Replay => {
-                deliveries.push(frame.clone());
-                if let Some(old) = self.downlink_history.first().cloned() {
-                    deliveries.push(old);
-                }
-            }
-        }
-        if fate != Fate::Delay
-            && let Some(held) = self.held_downlink.take()
-        {
-            deliveries.push(held);
-        }
-        self.downlink_history.push(frame);
+        let deliveries = apply_fate(
+            fate,
+            frame,
+            &mut self.held_downlink,
+            &mut self.downlink_history,
+        );
         for d in deliveries {
             self.view.sync(self.device.status());
             self.view.downlink(&d);
