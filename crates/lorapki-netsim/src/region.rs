@@ -362,13 +362,24 @@ impl Region {
     /// The RX1 frequency for an uplink on `uplink_hz`.
     #[must_use]
     pub fn rx1_frequency(&self, uplink_hz: u32) -> u32 {
-        let fixed = |first_125khz: u32| {
-            let channel = uplink_hz.saturating_sub(first_125khz) / 200_000;
+        // Uplink channels 0..=63 are 125 kHz, 200 kHz apart; 64..=71 are 500 kHz, 1.6 MHz
+        // apart; the RX1 channel is the uplink channel modulo 8 (RP002-1.0.4, US902-928 and
+        // AU915-928 "Receive windows"). The two grids never share a frequency.
+        let fixed = |first_125khz: u32, first_500khz: u32| {
+            let offset_500 = uplink_hz.wrapping_sub(first_500khz);
+            let channel = if uplink_hz >= first_500khz
+                && offset_500.is_multiple_of(1_600_000)
+                && offset_500 / 1_600_000 < 8
+            {
+                64 + offset_500 / 1_600_000
+            } else {
+                uplink_hz.saturating_sub(first_125khz) / 200_000
+            };
             923_300_000 + 600_000 * (channel % 8)
         };
         match self {
-            Region::Us915 => fixed(902_300_000),
-            Region::Au915 { .. } => fixed(915_200_000),
+            Region::Us915 => fixed(902_300_000, 903_000_000),
+            Region::Au915 { .. } => fixed(915_200_000, 915_900_000),
             _ => uplink_hz,
         }
     }
@@ -401,6 +412,21 @@ impl Region {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rx1_channel_is_the_uplink_channel_modulo_8() {
+        let us = Region::Us915;
+        assert_eq!(us.rx1_frequency(902_300_000), 923_300_000); // channel 0
+        assert_eq!(us.rx1_frequency(903_700_000), 923_300_000 + 7 * 600_000); // channel 7
+        assert_eq!(us.rx1_frequency(903_900_000), 923_300_000); // channel 8
+        assert_eq!(us.rx1_frequency(903_000_000), 923_300_000); // channel 64, 500 kHz
+        assert_eq!(us.rx1_frequency(904_600_000), 923_900_000); // channel 65
+        assert_eq!(us.rx1_frequency(914_200_000), 927_500_000); // channel 71
+        let au = Region::Au915 { dwell_time: true };
+        assert_eq!(au.rx1_frequency(915_200_000), 923_300_000); // channel 0
+        assert_eq!(au.rx1_frequency(915_900_000), 923_300_000); // channel 64
+        assert_eq!(au.rx1_frequency(917_500_000), 923_900_000); // channel 65
+    }
 
     #[test]
     fn payload_tables() {
