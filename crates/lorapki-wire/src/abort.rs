@@ -12,6 +12,7 @@
 //! ```
 
 use crate::header::{check_cid, check_len, check_space, header, index};
+use crate::view::view_methods;
 use crate::{Error, Session, cid};
 
 mod field {
@@ -86,17 +87,12 @@ pub struct Abort<T: AsRef<[u8]>> {
 }
 
 impl<T: AsRef<[u8]>> Abort<T> {
-    /// A view without checks; accessors may panic unless [`Self::check`] succeeds.
-    pub const fn new_unchecked(buffer: T) -> Self {
-        Self { buffer }
-    }
-
-    /// A view whose accessors cannot panic: the buffer starts with CID 0x07, INDEX is 0, and the
-    /// buffer holds [`LEN`] bytes.
-    pub fn new_checked(buffer: T) -> Result<Self, Error> {
-        let frame = Self::new_unchecked(buffer);
-        frame.check()?;
-        Ok(frame)
+    view_methods! {
+        /// A view whose accessors cannot panic: the buffer starts with CID 0x07, INDEX is 0, and the
+        /// buffer holds [`LEN`] bytes.
+        new_checked;
+        as_bytes: LEN;
+        session: field::HDR;
     }
 
     /// The checks of [`Self::new_checked`].
@@ -112,21 +108,6 @@ impl<T: AsRef<[u8]>> Abort<T> {
             });
         }
         check_len(bytes, cid::ABORT, LEN)
-    }
-
-    /// The underlying buffer.
-    pub fn into_inner(self) -> T {
-        self.buffer
-    }
-
-    /// The command's bytes.
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.buffer.as_ref()[..LEN]
-    }
-
-    /// SESSION.
-    pub fn session(&self) -> Session {
-        Session::from_header(self.buffer.as_ref()[field::HDR])
     }
 
     /// REASON.

@@ -100,37 +100,23 @@ impl<'a> Command<'a> {
                 available: bytes.len(),
             })
         };
-        let split = match command {
-            cid::PUB_KEY_REQ => {
-                PubKeyReq::new_checked(bytes)?;
-                let (head, tail) = take(crate::pub_key_req::LEN)?;
-                (Self::PubKeyReq(PubKeyReq::new_unchecked(head)), tail)
-            }
-            cid::PUB_KEY_ANS => {
-                let frame = PubKeyAns::new_checked(bytes)?;
+        // A checked view over exactly one command (of any CID but Fragment's, which runs to the
+        // end), and the bytes after it. The view's check has already established that `bytes`
+        // holds the whole command, so `as_bytes` cannot panic and `take` cannot fail.
+        macro_rules! split_view {
+            ($view:ident) => {{
+                let frame = $view::new_checked(bytes)?;
                 let (head, tail) = take(frame.as_bytes().len())?;
-                (Self::PubKeyAns(PubKeyAns::new_unchecked(head)), tail)
-            }
-            cid::SIG_VERIFY_REQ => {
-                SigVerifyReq::new_checked(bytes)?;
-                let (head, tail) = take(crate::sig_verify_req::LEN)?;
-                (Self::SigVerifyReq(SigVerifyReq::new_unchecked(head)), tail)
-            }
-            cid::SIG_VERIFY_ANS => {
-                SigVerifyAns::new_checked(bytes)?;
-                let (head, tail) = take(crate::sig_verify_ans::LEN)?;
-                (Self::SigVerifyAns(SigVerifyAns::new_unchecked(head)), tail)
-            }
-            cid::KEY_CHANGE_REQ => {
-                KeyChangeReq::new_checked(bytes)?;
-                let (head, tail) = take(crate::key_change_req::LEN)?;
-                (Self::KeyChangeReq(KeyChangeReq::new_unchecked(head)), tail)
-            }
-            cid::ABORT => {
-                Abort::new_checked(bytes)?;
-                let (head, tail) = take(crate::abort::LEN)?;
-                (Self::Abort(Abort::new_unchecked(head)), tail)
-            }
+                (Self::$view($view::new_unchecked(head)), tail)
+            }};
+        }
+        let split = match command {
+            cid::PUB_KEY_REQ => split_view!(PubKeyReq),
+            cid::PUB_KEY_ANS => split_view!(PubKeyAns),
+            cid::SIG_VERIFY_REQ => split_view!(SigVerifyReq),
+            cid::SIG_VERIFY_ANS => split_view!(SigVerifyAns),
+            cid::KEY_CHANGE_REQ => split_view!(KeyChangeReq),
+            cid::ABORT => split_view!(Abort),
             cid::FRAGMENT => (Self::Fragment(Fragment::new_checked(bytes)?), &[][..]),
             _ => return Ok(None),
         };

@@ -21,6 +21,7 @@
 //! [`Reassembler`](crate::Reassembler)'s business.
 
 use crate::header::{check_cid, check_inner_start, check_len, check_space, header, index};
+use crate::view::view_methods;
 use crate::{Error, Session, cid};
 
 mod field {
@@ -46,17 +47,11 @@ pub struct Fragment<T: AsRef<[u8]>> {
 }
 
 impl<T: AsRef<[u8]>> Fragment<T> {
-    /// A view without checks; accessors may panic unless [`Self::check`] succeeds.
-    pub const fn new_unchecked(buffer: T) -> Self {
-        Self { buffer }
-    }
-
-    /// A view whose accessors cannot panic: the buffer starts with CID 0x08 and holds at least
-    /// [`MIN_LEN`] bytes, and at OFFSET 0 DATA starts a fragmentable command.
-    pub fn new_checked(buffer: T) -> Result<Self, Error> {
-        let frame = Self::new_unchecked(buffer);
-        frame.check()?;
-        Ok(frame)
+    view_methods! {
+        /// A view whose accessors cannot panic: the buffer starts with CID 0x08 and holds at least
+        /// [`MIN_LEN`] bytes, and at OFFSET 0 DATA starts a fragmentable command.
+        new_checked;
+        session: field::FHDR;
     }
 
     /// The checks of [`Self::new_checked`].
@@ -67,19 +62,9 @@ impl<T: AsRef<[u8]>> Fragment<T> {
         check_data(bytes[field::OFFSET], &bytes[field::DATA])
     }
 
-    /// The underlying buffer.
-    pub fn into_inner(self) -> T {
-        self.buffer
-    }
-
     /// The command's bytes: the whole buffer.
     pub fn as_bytes(&self) -> &[u8] {
         self.buffer.as_ref()
-    }
-
-    /// SESSION.
-    pub fn session(&self) -> Session {
-        Session::from_header(self.buffer.as_ref()[field::FHDR])
     }
 
     /// FID (0..=3).

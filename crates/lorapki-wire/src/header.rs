@@ -64,6 +64,12 @@ pub(crate) fn check_len(bytes: &[u8], cid: u8, needed: usize) -> Result<(), Erro
     }
 }
 
+/// The checks of a command of fixed length `len`: [`check_cid`], then [`check_len`].
+pub(crate) fn check_fixed(bytes: &[u8], cid: u8, len: usize) -> Result<(), Error> {
+    check_cid(bytes, cid)?;
+    check_len(bytes, cid, len)
+}
+
 /// [`Error::NoSpace`] unless an output buffer of `available` bytes holds `needed`.
 pub(crate) fn check_space(available: usize, needed: usize) -> Result<(), Error> {
     if available < needed {

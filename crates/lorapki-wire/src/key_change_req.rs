@@ -9,7 +9,8 @@
 //!
 //! Bare: it applies to the session of the SigVerifyReq it travels with or follows.
 
-use crate::header::{check_cid, check_len, check_space};
+use crate::header::{check_fixed, check_space};
+use crate::view::view_methods;
 use crate::{Error, cid};
 
 mod field {
@@ -26,33 +27,15 @@ pub struct KeyChangeReq<T: AsRef<[u8]>> {
 }
 
 impl<T: AsRef<[u8]>> KeyChangeReq<T> {
-    /// A view without checks; accessors may panic unless [`Self::check`] succeeds.
-    pub const fn new_unchecked(buffer: T) -> Self {
-        Self { buffer }
-    }
-
-    /// A view whose accessors cannot panic: the buffer starts with CID 0x05.
-    pub fn new_checked(buffer: T) -> Result<Self, Error> {
-        let frame = Self::new_unchecked(buffer);
-        frame.check()?;
-        Ok(frame)
+    view_methods! {
+        /// A view whose accessors cannot panic: the buffer starts with CID 0x05.
+        new_checked;
+        as_bytes: LEN;
     }
 
     /// The checks of [`Self::new_checked`].
     pub fn check(&self) -> Result<(), Error> {
-        let bytes = self.buffer.as_ref();
-        check_cid(bytes, cid::KEY_CHANGE_REQ)?;
-        check_len(bytes, cid::KEY_CHANGE_REQ, LEN)
-    }
-
-    /// The underlying buffer.
-    pub fn into_inner(self) -> T {
-        self.buffer
-    }
-
-    /// The command's bytes.
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.buffer.as_ref()[..LEN]
+        check_fixed(self.buffer.as_ref(), cid::KEY_CHANGE_REQ, LEN)
     }
 }
 

@@ -17,6 +17,7 @@ pub mod reassembler;
 mod session;
 pub mod sig_verify_ans;
 pub mod sig_verify_req;
+mod view;
 
 pub use abort::{Abort, AbortRepr, Reason};
 pub use builder::PayloadBuilder;

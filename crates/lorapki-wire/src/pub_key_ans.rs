@@ -14,6 +14,7 @@
 //! ```
 
 use crate::header::{check_cid, check_len, check_space, header, index};
+use crate::view::view_methods;
 use crate::{EPHEMERAL_KEY_LEN, Error, SIGNATURE_LEN, Session, cid};
 
 mod field {
@@ -52,17 +53,11 @@ pub struct PubKeyAns<T: AsRef<[u8]>> {
 }
 
 impl<T: AsRef<[u8]>> PubKeyAns<T> {
-    /// A view without checks; accessors may panic unless [`Self::check`] succeeds.
-    pub const fn new_unchecked(buffer: T) -> Self {
-        Self { buffer }
-    }
-
-    /// A view whose accessors cannot panic: the buffer starts with CID 0x02, PART is 0..=2, and
-    /// the buffer holds that part's length.
-    pub fn new_checked(buffer: T) -> Result<Self, Error> {
-        let frame = Self::new_unchecked(buffer);
-        frame.check()?;
-        Ok(frame)
+    view_methods! {
+        /// A view whose accessors cannot panic: the buffer starts with CID 0x02, PART is 0..=2, and
+        /// the buffer holds that part's length.
+        new_checked;
+        session: field::HDR;
     }
 
     /// The checks of [`Self::new_checked`].
@@ -78,19 +73,9 @@ impl<T: AsRef<[u8]>> PubKeyAns<T> {
         check_len(bytes, cid::PUB_KEY_ANS, len)
     }
 
-    /// The underlying buffer.
-    pub fn into_inner(self) -> T {
-        self.buffer
-    }
-
     /// The command's bytes: [`LONG_LEN`] or [`SHORT_LEN`] of them, by PART.
     pub fn as_bytes(&self) -> &[u8] {
         &self.buffer.as_ref()[..self.command_len()]
-    }
-
-    /// SESSION.
-    pub fn session(&self) -> Session {
-        Session::from_header(self.buffer.as_ref()[field::HDR])
     }
 
     /// PART (0..=2).

@@ -11,7 +11,8 @@
 //!
 //! The codec accepts every VERSION (0..=3); answering an unsupported one is the protocol's job.
 
-use crate::header::{check_cid, check_len, check_space, header, index};
+use crate::header::{check_fixed, check_space, header, index};
+use crate::view::view_methods;
 use crate::{EPHEMERAL_KEY_LEN, Error, Session, cid};
 
 mod field {
@@ -32,39 +33,17 @@ pub struct PubKeyReq<T: AsRef<[u8]>> {
 }
 
 impl<T: AsRef<[u8]>> PubKeyReq<T> {
-    /// A view without checks; accessors may panic unless [`Self::check`] succeeds.
-    pub const fn new_unchecked(buffer: T) -> Self {
-        Self { buffer }
-    }
-
-    /// A view whose accessors cannot panic: the buffer starts with CID 0x01 and holds [`LEN`]
-    /// bytes.
-    pub fn new_checked(buffer: T) -> Result<Self, Error> {
-        let frame = Self::new_unchecked(buffer);
-        frame.check()?;
-        Ok(frame)
+    view_methods! {
+        /// A view whose accessors cannot panic: the buffer starts with CID 0x01 and holds [`LEN`]
+        /// bytes.
+        new_checked;
+        as_bytes: LEN;
+        session: field::HDR;
     }
 
     /// The checks of [`Self::new_checked`].
     pub fn check(&self) -> Result<(), Error> {
-        let bytes = self.buffer.as_ref();
-        check_cid(bytes, cid::PUB_KEY_REQ)?;
-        check_len(bytes, cid::PUB_KEY_REQ, LEN)
-    }
-
-    /// The underlying buffer.
-    pub fn into_inner(self) -> T {
-        self.buffer
-    }
-
-    /// The command's bytes.
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.buffer.as_ref()[..LEN]
-    }
-
-    /// SESSION.
-    pub fn session(&self) -> Session {
-        Session::from_header(self.buffer.as_ref()[field::HDR])
+        check_fixed(self.buffer.as_ref(), cid::PUB_KEY_REQ, LEN)
     }
 
     /// VERSION (0..=3).

@@ -10,7 +10,8 @@
 //! A: 1 when the device holds all three PubKeyAns parts (an acknowledgement)
 //! ```
 
-use crate::header::{check_cid, check_len, check_space, header, index};
+use crate::header::{check_fixed, check_space, header, index};
+use crate::view::view_methods;
 use crate::{Error, SIGNATURE_LEN, Session, cid};
 
 mod field {
@@ -36,39 +37,17 @@ pub struct SigVerifyReq<T: AsRef<[u8]>> {
 }
 
 impl<T: AsRef<[u8]>> SigVerifyReq<T> {
-    /// A view without checks; accessors may panic unless [`Self::check`] succeeds.
-    pub const fn new_unchecked(buffer: T) -> Self {
-        Self { buffer }
-    }
-
-    /// A view whose accessors cannot panic: the buffer starts with CID 0x03 and holds [`LEN`]
-    /// bytes.
-    pub fn new_checked(buffer: T) -> Result<Self, Error> {
-        let frame = Self::new_unchecked(buffer);
-        frame.check()?;
-        Ok(frame)
+    view_methods! {
+        /// A view whose accessors cannot panic: the buffer starts with CID 0x03 and holds [`LEN`]
+        /// bytes.
+        new_checked;
+        as_bytes: LEN;
+        session: field::HDR;
     }
 
     /// The checks of [`Self::new_checked`].
     pub fn check(&self) -> Result<(), Error> {
-        let bytes = self.buffer.as_ref();
-        check_cid(bytes, cid::SIG_VERIFY_REQ)?;
-        check_len(bytes, cid::SIG_VERIFY_REQ, LEN)
-    }
-
-    /// The underlying buffer.
-    pub fn into_inner(self) -> T {
-        self.buffer
-    }
-
-    /// The command's bytes.
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.buffer.as_ref()[..LEN]
-    }
-
-    /// SESSION.
-    pub fn session(&self) -> Session {
-        Session::from_header(self.buffer.as_ref()[field::HDR])
+        check_fixed(self.buffer.as_ref(), cid::SIG_VERIFY_REQ, LEN)
     }
 
     /// C: which chunk of the signature this is (0: r, 1: s).
