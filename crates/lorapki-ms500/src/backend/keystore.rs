@@ -13,7 +13,7 @@ use zeroize::Zeroize;
 use super::Ms500Backend;
 use super::aes::AesOperation;
 use crate::engine::{AesEngine, PkaEngine, TrngSource};
-use crate::storage::{Cipher, Store, body, flag};
+use crate::storage::{Cipher, Meta, Store, body, flag};
 
 /// The flags word of a plaintext body.
 pub(super) fn flags(body_bytes: &[u8]) -> u32 {
@@ -37,6 +37,18 @@ fn put_key(body_bytes: &mut [u8], range: Range<usize>, key: Option<&AesKey>) {
         Some(key) => body_bytes[range].copy_from_slice(key.expose_secret()),
         None => body_bytes[range].zeroize(),
     }
+}
+
+/// The checks before staged keys are activated or dropped: the store is provisioned
+/// ([`Error::SlotEmpty`] if not) and holds staged keys ([`Error::NoStagedKey`] if not).
+fn require_staged(meta: Meta) -> Result<()> {
+    if !meta.has(flag::PROVISIONED) {
+        return Err(Error::SlotEmpty);
+    }
+    if !meta.has(flag::STAGED) {
+        return Err(Error::NoStagedKey);
+    }
+    Ok(())
 }
 
 /// The highest DevNonce a LoRaWAN 1.0.4/1.1 device may use (a 16-bit counter that never wraps).
@@ -203,12 +215,7 @@ where
     fn activate(&mut self) -> Result<()> {
         self.guarded(|this| {
             let meta = this.store.meta();
-            if !meta.has(flag::PROVISIONED) {
-                return Err(Error::SlotEmpty);
-            }
-            if !meta.has(flag::STAGED) {
-                return Err(Error::NoStagedKey);
-            }
+            require_staged(meta)?;
             let next = meta.generation.checked_add(1).ok_or(Error::Unsupported)?;
             this.commit_edit(|body_bytes, _| {
                 // Staged → active; the previous active keys are overwritten in the new record
@@ -231,13 +238,7 @@ where
 
     fn roll_back(&mut self) -> Result<()> {
         self.guarded(|this| {
-            let meta = this.store.meta();
-            if !meta.has(flag::PROVISIONED) {
-                return Err(Error::SlotEmpty);
-            }
-            if !meta.has(flag::STAGED) {
-                return Err(Error::NoStagedKey);
-            }
+            require_staged(this.store.meta())?;
             this.commit_edit(|body_bytes, _| {
                 body_bytes[body::STAGED_APP].zeroize();
                 body_bytes[body::STAGED_NWK].zeroize();

@@ -509,20 +509,11 @@ where
                 let range = storage::body::IDENTITY[index].clone();
                 let body = Store::<F>::body(&mut self.scratch.record);
                 self.scratch.scalar.copy_from_slice(&body[range]);
-                let loaded = pka_run(
-                    &mut self.pka,
-                    &mut self.delay,
-                    &self.config.timeouts,
-                    &PkaCommand::LoadKey {
-                        slot,
-                        scalar: &self.scratch.scalar,
-                    },
-                    &mut [],
-                );
+                let loaded = self.load_scratch_scalar(slot);
                 self.scratch.scalar.zeroize();
                 if let Err(error) = loaded {
                     self.identities[index] = Identity::Empty;
-                    return Err(engine_error(error));
+                    return Err(error);
                 }
                 self.identities[index] = Identity::Loaded(None);
             } else {

@@ -6,7 +6,7 @@ use aes::cipher::{BlockCipherEncrypt, KeyInit};
 use cmac::{Cmac, Mac};
 use zeroize::Zeroize;
 
-use super::fault::{CommandTrace, FaultInjector, Injection};
+use super::fault::{CommandTrace, FaultInjector, Injection, admit_start, poll_done};
 use crate::engine::{AesCommand, AesEngine, AesKeyRef, Engine, EngineError, Progress};
 
 /// Maximum number of key slots of the model.
@@ -196,11 +196,7 @@ impl Engine for EmulatedAes {
         let Some(running) = self.running.as_mut() else {
             return Err(EngineError::Fault);
         };
-        if running.injection == Some(Injection::Hang) {
-            return Ok(Progress::Pending);
-        }
-        if running.remaining_polls > 0 {
-            running.remaining_polls -= 1;
+        if !poll_done(running.injection, &mut running.remaining_polls) {
             return Ok(Progress::Pending);
         }
         let Some(running) = self.running.take() else {
@@ -248,17 +244,13 @@ impl AesEngine for EmulatedAes {
     }
 
     fn start(&mut self, command: &AesCommand<'_>) -> Result<(), EngineError> {
-        if self.tampered {
-            return Err(EngineError::Tamper);
-        }
-        if self.running.is_some() || self.injector.refuses_start() {
-            return Err(EngineError::Busy);
-        }
-        if self.busy_left < self.busy_starts {
-            self.busy_left += 1;
-            return Err(EngineError::Busy);
-        }
-        self.busy_left = 0;
+        admit_start(
+            self.tampered,
+            self.running.is_some(),
+            &mut self.injector,
+            &mut self.busy_left,
+            self.busy_starts,
+        )?;
         self.output.zeroize();
         self.output_ready = false;
         let injection = self.injector.on_start();

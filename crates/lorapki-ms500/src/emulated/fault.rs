@@ -82,6 +82,44 @@ impl FaultInjector {
     }
 }
 
+/// The admission of a command at `start`, the same for every emulated engine with commands: a
+/// latched tamper fails, a running command or an injected refusal is busy, and each command is
+/// refused as busy `busy_starts` times (counted in `busy_left`) before it is accepted.
+pub(crate) fn admit_start(
+    tampered: bool,
+    running: bool,
+    injector: &mut FaultInjector,
+    busy_left: &mut u32,
+    busy_starts: u32,
+) -> Result<(), EngineError> {
+    if tampered {
+        return Err(EngineError::Tamper);
+    }
+    if running || injector.refuses_start() {
+        return Err(EngineError::Busy);
+    }
+    if *busy_left < busy_starts {
+        *busy_left += 1;
+        return Err(EngineError::Busy);
+    }
+    *busy_left = 0;
+    Ok(())
+}
+
+/// One poll of a running command: `false` while it is still running (one of its
+/// `remaining_polls` is used up, or an injected hang keeps it running for ever), `true` once it
+/// is done.
+pub(crate) fn poll_done(injection: Option<Injection>, remaining_polls: &mut u32) -> bool {
+    if injection == Some(Injection::Hang) {
+        return false;
+    }
+    if *remaining_polls > 0 {
+        *remaining_polls -= 1;
+        return false;
+    }
+    true
+}
+
 /// How many command names a [`CommandTrace`] keeps.
 pub const TRACE_LEN: usize = 512;
 

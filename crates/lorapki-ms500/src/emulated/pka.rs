@@ -7,7 +7,7 @@ use elliptic_curve::{NonZeroScalar, ProjectivePoint};
 use p384::NistP384;
 use zeroize::Zeroize;
 
-use super::fault::{CommandTrace, FaultInjector, Injection};
+use super::fault::{CommandTrace, FaultInjector, Injection, admit_start, poll_done};
 use crate::engine::{
     Engine, EngineError, P384_LEN, P384_POINT_LEN, PkaCommand, PkaEngine, Progress,
 };
@@ -274,11 +274,7 @@ impl Engine for EmulatedPka {
         let Some(running) = self.running.as_mut() else {
             return Err(EngineError::Fault);
         };
-        if running.injection == Some(Injection::Hang) {
-            return Ok(Progress::Pending);
-        }
-        if running.remaining_polls > 0 {
-            running.remaining_polls -= 1;
+        if !poll_done(running.injection, &mut running.remaining_polls) {
             return Ok(Progress::Pending);
         }
         let Some(running) = self.running.take() else {
@@ -336,17 +332,13 @@ impl PkaEngine for EmulatedPka {
     }
 
     fn start(&mut self, command: &PkaCommand<'_>) -> Result<(), EngineError> {
-        if self.tampered {
-            return Err(EngineError::Tamper);
-        }
-        if self.running.is_some() || self.injector.refuses_start() {
-            return Err(EngineError::Busy);
-        }
-        if self.busy_left < self.busy_starts {
-            self.busy_left += 1;
-            return Err(EngineError::Busy);
-        }
-        self.busy_left = 0;
+        admit_start(
+            self.tampered,
+            self.running.is_some(),
+            &mut self.injector,
+            &mut self.busy_left,
+            self.busy_starts,
+        )?;
         self.output.zeroize();
         self.output_ready = 0;
         let injection = self.injector.on_start();
