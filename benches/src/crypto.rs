@@ -66,6 +66,43 @@ impl Operation {
     }
 }
 
+/// The operations of the table, as both sides implement them, so that one function measures
+/// either side.
+pub trait Operations: Default {
+    /// A generated ephemeral private key, consumed by [`Operations::ecdh_agree`].
+    type Ephemeral;
+    /// A generated public key, in the form that goes on air.
+    type Public;
+    /// An ECDH shared secret.
+    type Shared;
+    /// An ECDSA signature.
+    type Signature;
+
+    /// [`Operation::Keygen`]; also the setup of [`Operations::ecdh_agree`].
+    fn keygen(&mut self) -> (Self::Ephemeral, Self::Public);
+
+    /// [`Operation::EcdhAgree`] with a key made by [`Operations::keygen`].
+    fn ecdh_agree(&mut self, ephemeral: Self::Ephemeral) -> Self::Shared;
+
+    /// [`Operation::EcdhGenerateAgree`].
+    fn ecdh_generate_agree(&mut self) -> Self::Shared {
+        let (ephemeral, _) = self.keygen();
+        self.ecdh_agree(ephemeral)
+    }
+
+    /// [`Operation::Sign`].
+    fn sign(&mut self) -> Self::Signature;
+
+    /// [`Operation::Verify`].
+    fn verify(&mut self);
+
+    /// [`Operation::Hkdf16`].
+    fn hkdf16(&mut self) -> [u8; 16];
+
+    /// [`Operation::Cmac16`].
+    fn cmac16(&mut self) -> [u8; 16];
+}
+
 const SLOT: KeySlot = KeySlot(0);
 const IKM: [u8; 48] = [0x11; 48];
 const SALT: [u8; 48] = [0x22; 48];
@@ -108,33 +145,34 @@ impl Lorapki {
             key: AesKey::from_array([0x44; 16]),
         }
     }
+}
 
-    /// [`Operation::Keygen`]; also the setup of [`Lorapki::ecdh_agree`].
+impl Operations for Lorapki {
+    type Ephemeral = SoftEphemeral;
+    type Public = PublicKey;
+    type Shared = SharedSecret;
+    type Signature = Signature;
+
+    /// [`Operation::Keygen`]; also the setup of [`Operations::ecdh_agree`].
     ///
     /// # Panics
     ///
     /// If the backend fails.
     #[allow(clippy::expect_used)]
-    pub fn keygen(&mut self) -> (SoftEphemeral, PublicKey) {
+    fn keygen(&mut self) -> (SoftEphemeral, PublicKey) {
         self.backend.ephemeral_generate().expect("keygen")
     }
 
-    /// [`Operation::EcdhAgree`] with a key made by [`Lorapki::keygen`].
+    /// [`Operation::EcdhAgree`] with a key made by [`Operations::keygen`].
     ///
     /// # Panics
     ///
     /// If the backend fails.
     #[allow(clippy::expect_used)]
-    pub fn ecdh_agree(&mut self, ephemeral: SoftEphemeral) -> SharedSecret {
+    fn ecdh_agree(&mut self, ephemeral: SoftEphemeral) -> SharedSecret {
         self.backend
             .ecdh_agree(ephemeral, &self.peer)
             .expect("agree")
-    }
-
-    /// [`Operation::EcdhGenerateAgree`].
-    pub fn ecdh_generate_agree(&mut self) -> SharedSecret {
-        let (ephemeral, _) = self.keygen();
-        self.ecdh_agree(ephemeral)
     }
 
     /// [`Operation::Sign`].
@@ -143,7 +181,7 @@ impl Lorapki {
     ///
     /// If the backend fails.
     #[allow(clippy::expect_used)]
-    pub fn sign(&mut self) -> Signature {
+    fn sign(&mut self) -> Signature {
         self.backend
             .identity_sign_digest(SLOT, &self.digest)
             .expect("sign")
@@ -155,7 +193,7 @@ impl Lorapki {
     ///
     /// If the signature does not verify.
     #[allow(clippy::expect_used)]
-    pub fn verify(&mut self) {
+    fn verify(&mut self) {
         self.backend
             .ecdsa_verify_digest(&self.signer, &self.digest, &self.signature)
             .expect("verify");
@@ -167,7 +205,7 @@ impl Lorapki {
     ///
     /// If the backend fails.
     #[allow(clippy::expect_used)]
-    pub fn hkdf16(&mut self) -> [u8; 16] {
+    fn hkdf16(&mut self) -> [u8; 16] {
         let prk = self.backend.hkdf_extract(&SALT, &IKM).expect("extract");
         let mut okm = [0u8; 16];
         self.backend
@@ -182,7 +220,7 @@ impl Lorapki {
     ///
     /// If the backend fails.
     #[allow(clippy::expect_used)]
-    pub fn cmac16(&mut self) -> [u8; 16] {
+    fn cmac16(&mut self) -> [u8; 16] {
         self.backend
             .aes128_cmac(&self.key, &[&BLOCK])
             .expect("cmac")
@@ -239,30 +277,31 @@ impl Bare {
             key: [0x44; 16],
         }
     }
+}
 
-    /// [`Operation::Keygen`]; also the setup of [`Bare::ecdh_agree`].
-    pub fn keygen(&mut self) -> (NonZeroScalar<NistP384>, [u8; 49]) {
+impl Operations for Bare {
+    type Ephemeral = NonZeroScalar<NistP384>;
+    type Public = [u8; 49];
+    type Shared = [u8; 48];
+    type Signature = [u8; 96];
+
+    /// [`Operation::Keygen`]; also the setup of [`Operations::ecdh_agree`].
+    fn keygen(&mut self) -> (NonZeroScalar<NistP384>, [u8; 49]) {
         let scalar = NonZeroScalar::<NistP384>::generate_from_rng(&mut self.rng);
         let public = compressed(&p384::PublicKey::from_secret_scalar(&scalar));
         (scalar, public)
     }
 
-    /// [`Operation::EcdhAgree`] with a key made by [`Bare::keygen`].
+    /// [`Operation::EcdhAgree`] with a key made by [`Operations::keygen`].
     ///
     /// # Panics
     ///
     /// If the peer key does not decode.
     #[allow(clippy::expect_used)]
-    pub fn ecdh_agree(&mut self, scalar: NonZeroScalar<NistP384>) -> [u8; 48] {
+    fn ecdh_agree(&mut self, scalar: NonZeroScalar<NistP384>) -> [u8; 48] {
         let peer = p384::PublicKey::from_sec1_bytes(&self.peer).expect("peer");
         let shared = elliptic_curve::ecdh::diffie_hellman(scalar, peer.as_affine());
         (*shared.raw_secret_bytes()).into()
-    }
-
-    /// [`Operation::EcdhGenerateAgree`].
-    pub fn ecdh_generate_agree(&mut self) -> [u8; 48] {
-        let (scalar, _) = self.keygen();
-        self.ecdh_agree(scalar)
     }
 
     /// [`Operation::Sign`].
@@ -271,7 +310,7 @@ impl Bare {
     ///
     /// Never for a digest of the right size.
     #[allow(clippy::expect_used)]
-    pub fn sign(&mut self) -> [u8; 96] {
+    fn sign(&mut self) -> [u8; 96] {
         let signature: p384::ecdsa::Signature =
             self.signing_key.sign_prehash(&self.digest).expect("sign");
         signature.to_bytes().into()
@@ -283,7 +322,7 @@ impl Bare {
     ///
     /// If the signature does not verify.
     #[allow(clippy::expect_used)]
-    pub fn verify(&mut self) {
+    fn verify(&mut self) {
         let key = VerifyingKey::from_sec1_bytes(&self.signer).expect("key");
         let signature = p384::ecdsa::Signature::from_slice(&self.signature).expect("signature");
         key.verify_prehash(&self.digest, &signature)
@@ -296,7 +335,7 @@ impl Bare {
     ///
     /// Never for a 16-byte output.
     #[allow(clippy::expect_used)]
-    pub fn hkdf16(&mut self) -> [u8; 16] {
+    fn hkdf16(&mut self) -> [u8; 16] {
         let (_, hkdf) = Hkdf::<Sha384>::extract(Some(&SALT), &IKM);
         let mut okm = [0u8; 16];
         hkdf.expand(INFO, &mut okm).expect("expand");
@@ -304,7 +343,7 @@ impl Bare {
     }
 
     /// [`Operation::Cmac16`].
-    pub fn cmac16(&mut self) -> [u8; 16] {
+    fn cmac16(&mut self) -> [u8; 16] {
         let mut mac = <Cmac<Aes128> as KeyInit>::new(&self.key.into());
         mac.update(&BLOCK);
         mac.finalize().into_bytes().into()

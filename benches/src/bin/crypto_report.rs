@@ -16,7 +16,7 @@ use std::hint::black_box;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use lorapki_benches::crypto::{Bare, Lorapki, Operation};
+use lorapki_benches::crypto::{Bare, Lorapki, Operation, Operations};
 
 /// OpenSSL's P-384 figures, in operations per second.
 #[derive(Debug, Default, Clone, Copy)]
@@ -150,48 +150,20 @@ fn interleaved(runs: usize, mut first: Sampler<'_>, mut second: Sampler<'_>) -> 
     (median_rate(a), median_rate(b))
 }
 
-fn lorapki_sampler(operation: Operation, ops: &mut Lorapki) -> Sampler<'_> {
+/// Samples `operation` on `ops`, one side of the table.
+fn sampler<'a, O: Operations + 'a>(operation: Operation, ops: &'a mut O) -> Sampler<'a> {
     match operation {
         Operation::Keygen => batched(move || {
             black_box(ops.keygen());
         }),
         Operation::EcdhAgree => {
-            // Fresh ephemeral keys come from a second backend, so that only the agreement is timed.
-            let mut keys = Lorapki::new();
+            // Fresh ephemeral keys come from a second instance, so that only the agreement is
+            // timed.
+            let mut keys = O::default();
             with_setup(
                 move || keys.keygen().0,
                 move |ephemeral| {
                     black_box(ops.ecdh_agree(ephemeral));
-                },
-            )
-        }
-        Operation::EcdhGenerateAgree => batched(move || {
-            black_box(ops.ecdh_generate_agree());
-        }),
-        Operation::Sign => batched(move || {
-            black_box(ops.sign());
-        }),
-        Operation::Verify => batched(move || ops.verify()),
-        Operation::Hkdf16 => batched(move || {
-            black_box(ops.hkdf16());
-        }),
-        Operation::Cmac16 => batched(move || {
-            black_box(ops.cmac16());
-        }),
-    }
-}
-
-fn bare_sampler(operation: Operation, ops: &mut Bare) -> Sampler<'_> {
-    match operation {
-        Operation::Keygen => batched(move || {
-            black_box(ops.keygen());
-        }),
-        Operation::EcdhAgree => {
-            let mut keys = Bare::new();
-            with_setup(
-                move || keys.keygen().0,
-                move |scalar| {
-                    black_box(ops.ecdh_agree(scalar));
                 },
             )
         }
@@ -268,8 +240,8 @@ fn main() {
         .map(|&operation| {
             let (ours, theirs) = interleaved(
                 arguments.runs,
-                lorapki_sampler(operation, &mut lorapki),
-                bare_sampler(operation, &mut bare),
+                sampler(operation, &mut lorapki),
+                sampler(operation, &mut bare),
             );
             (operation, ours, theirs)
         })
