@@ -628,9 +628,7 @@ impl Store {
                 .await?
                 .rows_affected(),
             };
-            if affected != 1 {
-                return Err(Error::Conflict);
-            }
+            one_row(affected)?;
         }
         let mut version = commit.device_version.unwrap_or(0);
         for op in &commit.key_ops {
@@ -646,33 +644,31 @@ impl Store {
                 .execute(&mut *tx)
                 .await?
                 .rows_affected(),
-                KeyOp::Activate => sqlx::query(
-                    "UPDATE devices SET active_keys = staged_keys, staged_keys = NULL, \
-                     generation = generation + 1, key_state = 'active-new', \
-                     version = version + 1, updated_ms = $1 \
-                     WHERE dev_eui = $2 AND version = $3 AND staged_keys IS NOT NULL",
-                )
-                .bind(now)
-                .bind(&dev)
-                .bind(version)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected(),
-                KeyOp::RollBack => sqlx::query(
+                KeyOp::Activate => {
+                    update_device(
+                        &mut tx,
+                        "UPDATE devices SET active_keys = staged_keys, staged_keys = NULL, \
+                         generation = generation + 1, key_state = 'active-new', \
+                         version = version + 1, updated_ms = $1 \
+                         WHERE dev_eui = $2 AND version = $3 AND staged_keys IS NOT NULL",
+                        now,
+                        &dev,
+                        version,
+                    )
+                    .await?
+                }
+                KeyOp::RollBack => update_device(
+                    &mut tx,
                     "UPDATE devices SET staged_keys = NULL, key_state = CASE WHEN generation = 0 \
                      THEN 'factory' ELSE 'active-new' END, version = version + 1, \
                      updated_ms = $1 WHERE dev_eui = $2 AND version = $3",
+                    now,
+                    &dev,
+                    version,
                 )
-                .bind(now)
-                .bind(&dev)
-                .bind(version)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected(),
+                .await?,
             };
-            if affected != 1 {
-                return Err(Error::Conflict);
-            }
+            one_row(affected)?;
             version += 1;
             let events: &[(&str, i64)] = match op {
                 KeyOp::Stage(_) => &[("staged", 1)],
@@ -713,29 +709,51 @@ impl Store {
             .execute(&mut *tx)
             .await?
             .rows_affected();
-            if affected != 1 {
-                return Err(Error::Conflict);
-            }
+            one_row(affected)?;
             version += 1;
         }
         if commit.clear_last_join {
-            let affected = sqlx::query(
+            let affected = update_device(
+                &mut tx,
                 "UPDATE devices SET last_join_slot = NULL, last_join_dev_addr = NULL, \
                  version = version + 1, updated_ms = $1 WHERE dev_eui = $2 AND version = $3",
+                now,
+                &dev,
+                version,
             )
-            .bind(now)
-            .bind(&dev)
-            .bind(version)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if affected != 1 {
-                return Err(Error::Conflict);
-            }
+            .await?;
+            one_row(affected)?;
         }
         tx.commit().await?;
         Ok(())
     }
+}
+
+/// Checks that a versioned write changed its one row: none means the row changed (or is gone)
+/// since it was read, [`Error::Conflict`].
+fn one_row(affected: u64) -> Result<()> {
+    if affected != 1 {
+        return Err(Error::Conflict);
+    }
+    Ok(())
+}
+
+/// Runs `sql`, a write of a device row whose parameters are `$1` the time, `$2` the device and
+/// `$3` the version read; returns the rows it changed.
+async fn update_device(
+    conn: &mut sqlx::AnyConnection,
+    sql: &'static str,
+    now: i64,
+    dev: &str,
+    version: i64,
+) -> Result<u64> {
+    Ok(sqlx::query(sql)
+        .bind(now)
+        .bind(dev)
+        .bind(version)
+        .execute(conn)
+        .await?
+        .rows_affected())
 }
 
 fn eui(r: &AnyRow, column: &str) -> Result<Eui64> {

@@ -35,11 +35,7 @@ fn world() -> &'static World {
         let dev = SimDevice::new(1, MacVersion::V1_0_3, key.public());
         let server = rt.block_on(async {
             let server = server_on(&db, &[key], options()).await;
-            server
-                .store()
-                .import_devices(&[(1, dev.record())], &kek(), 0)
-                .await
-                .unwrap();
+            import_devices(&server, std::slice::from_ref(&dev)).await;
             server
         });
         World {

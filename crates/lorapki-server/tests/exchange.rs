@@ -124,16 +124,7 @@ async fn scenario(db: Db, restart: bool, instances: usize, mac: MacVersion) {
     let mut devices: Vec<SimDevice> = (1..=3)
         .map(|i| SimDevice::new(i, mac, keys[0].public()))
         .collect();
-    let mut servers = Vec::new();
-    for _ in 0..instances {
-        servers.push(server_on(&db, &keys, options()).await);
-    }
-    let records: Vec<_> = devices.iter().map(|d| (1, d.record())).collect();
-    servers[0]
-        .store()
-        .import_devices(&records, &kek(), 0)
-        .await
-        .unwrap();
+    let mut servers = servers_with_devices(&db, &keys, instances, &devices).await;
     drive(&db, &keys, &mut servers, &mut devices, restart).await;
     let last = Arc::clone(servers.last().unwrap());
     check_completed(&last, &mut devices[..1]).await;

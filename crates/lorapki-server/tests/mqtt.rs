@@ -194,16 +194,7 @@ async fn scenario(db: Db, instances: usize, count: u32) {
     let devices: Vec<SimDevice> = (1..=count)
         .map(|i| SimDevice::new(i, MacVersion::V1_0_4, keys[0].public()))
         .collect();
-    let mut servers = Vec::new();
-    for _ in 0..instances {
-        servers.push(server_on(&db, &keys, options()).await);
-    }
-    let records: Vec<_> = devices.iter().map(|d| (1, d.record())).collect();
-    servers[0]
-        .store()
-        .import_devices(&records, &kek(), 0)
-        .await
-        .unwrap();
+    let servers = servers_with_devices(&db, &keys, instances, &devices).await;
     let (stop_tx, stop_rx) = watch::channel(false);
     let (host, port) = broker();
     let mut runs = Vec::new();

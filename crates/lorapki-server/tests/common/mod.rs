@@ -122,6 +122,32 @@ pub async fn server_on(db: &Db, keys: &[ServerKey], options: ServerOptions) -> A
     Arc::new(Server::new(store, kek(), keys, options, Arc::new(Metrics::default())).unwrap())
 }
 
+/// `instances` servers on `db`, all with `keys`, and `devices` imported (owner 1) through the
+/// first.
+pub async fn servers_with_devices(
+    db: &Db,
+    keys: &[ServerKey],
+    instances: usize,
+    devices: &[SimDevice],
+) -> Vec<Arc<Server>> {
+    let mut servers = Vec::new();
+    for _ in 0..instances {
+        servers.push(server_on(db, keys, options()).await);
+    }
+    import_devices(&servers[0], devices).await;
+    servers
+}
+
+/// Imports `devices` (owner 1) through `server`.
+pub async fn import_devices(server: &Server, devices: &[SimDevice]) {
+    let records: Vec<_> = devices.iter().map(|d| (1, d.record())).collect();
+    server
+        .store()
+        .import_devices(&records, &kek(), 0)
+        .await
+        .unwrap();
+}
+
 /// A simulated device.
 pub struct SimDevice {
     pub dev_eui: Eui64,
