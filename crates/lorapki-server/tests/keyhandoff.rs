@@ -207,11 +207,7 @@ async fn setup() -> (
     let key = server_key();
     let dev = SimDevice::new(1, MacVersion::V1_0_3, key.public());
     let server = server_on(&db, &[key], options()).await;
-    server
-        .store()
-        .import_devices(&[(1, dev.record())], &kek(), 0)
-        .await
-        .unwrap();
+    import_devices(&server, std::slice::from_ref(&dev)).await;
     // ChirpStack holds the factory key (AppKey in nwk_key for LoRaWAN 1.0.x).
     fake.keys.lock().unwrap().insert(
         dev.dev_eui.to_string(),
