@@ -527,10 +527,13 @@ impl<B: CryptoBackend> DeviceSession<B> {
     fn fail(&mut self, backend: &mut B, now: Instant, reason: FailReason) {
         let failures = self.persistent.consecutive_failures.saturating_add(1);
         self.persistent.consecutive_failures = failures;
-        let exponent = u32::from(failures.saturating_sub(1)).min(32);
-        let base = self.config.backoff_base.as_millis();
-        let delay = base
-            .saturating_mul(1u64 << exponent.min(62))
+        // base · 2^(k−1), capped (§6.3); 32 doublings already exceed any cap in milliseconds.
+        let doublings = u32::from(failures.saturating_sub(1)).min(32);
+        let delay = self
+            .config
+            .backoff_base
+            .as_millis()
+            .saturating_mul(1u64 << doublings)
             .min(self.config.backoff_cap.as_millis());
         let mut jitter = [0u8; 2];
         // A failing RNG must not stop the back-off: it then waits the shortest jittered delay.
