@@ -6,8 +6,11 @@
 #   LORAPKI_TEST_POSTGRES=postgres://...       a throw-away database, trust auth, loopback only
 #
 # Also installs the mingw-w64 cross toolchain and the Rust target for the Windows build check
-# (exports CARGO_TARGET_X86_64_PC_WINDOWS_GNU_LINKER), and protoc for the optional
-# `chirpstack-grpc` feature of lorapki-server.
+# (exports CARGO_TARGET_X86_64_PC_WINDOWS_GNU_LINKER), and protoc with the well-known .proto files
+# (protobuf-compiler, libprotobuf-dev) for the optional `chirpstack-grpc` feature of
+# lorapki-server. Where the ChirpStack binary of ../shared/chirpstack/ exists, exports
+# LORAPKI_TEST_CHIRPSTACK (its path) for the tests that need a real network server; otherwise
+# those tests print SKIPPED.
 #
 # Use it by sourcing, so that the exports reach the caller:
 #
@@ -29,8 +32,11 @@ lorapki_services_main() {
     command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
     compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need+=(postgresql)
     command -v x86_64-w64-mingw32-gcc >/dev/null 2>&1 || need+=(gcc-mingw-w64-x86-64)
-    # protoc, for the optional chirpstack-grpc feature (chirpstack_api compiles its definitions).
+    # protoc and the well-known types it imports (google/protobuf/timestamp.proto, ...), for the
+    # optional chirpstack-grpc feature (chirpstack_api compiles its definitions). The .proto files
+    # are in libprotobuf-dev, which --no-install-recommends does not bring with protobuf-compiler.
     command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
+    [ -f /usr/include/google/protobuf/timestamp.proto ] || need+=(libprotobuf-dev)
     if [ ${#need[@]} -gt 0 ]; then
         if [ "$(id -u)" != 0 ]; then
             echo "services.sh: missing packages ${need[*]} (run as root)" >&2
@@ -96,6 +102,20 @@ CONF
         return 1
     export LORAPKI_TEST_POSTGRES="postgres://postgres@127.0.0.1:$pg_port/lorapki_test?sslmode=disable"
     export LORAPKI_SERVICES_DIR="$dir"
+
+    # --- ChirpStack (a binary provided beside the repository, not installed) ---------------------
+    local here cs
+    here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+    cs="$here/../../shared/chirpstack/chirpstack"
+    if [ -z "${LORAPKI_TEST_CHIRPSTACK:-}" ] && [ -x "$cs" ]; then
+        LORAPKI_TEST_CHIRPSTACK="$(cd "$(dirname "$cs")" && pwd)/chirpstack"
+        export LORAPKI_TEST_CHIRPSTACK
+    fi
+    if [ -n "${LORAPKI_TEST_CHIRPSTACK:-}" ]; then
+        echo "services.sh: LORAPKI_TEST_CHIRPSTACK=$LORAPKI_TEST_CHIRPSTACK"
+    else
+        echo "services.sh: SKIPPED: no ChirpStack binary at $cs (set LORAPKI_TEST_CHIRPSTACK)"
+    fi
     echo "services.sh: LORAPKI_TEST_MQTT=$LORAPKI_TEST_MQTT"
     echo "services.sh: LORAPKI_TEST_POSTGRES=$LORAPKI_TEST_POSTGRES"
 }

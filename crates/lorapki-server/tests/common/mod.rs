@@ -98,8 +98,14 @@ pub async fn reset_postgres(url: &str) {
     c.close().await.unwrap();
 }
 
+/// Whether a service-backed test must be skipped because `var` is not set. Under
+/// `LORAPKI_REQUIRE_SERVICES` (set by `.ci/run`) a missing service fails the test instead.
 pub fn skip(var: &str, what: &str) -> bool {
     if std::env::var(var).is_err() {
+        assert!(
+            std::env::var_os("LORAPKI_REQUIRE_SERVICES").is_none(),
+            "{what}: {var} is not set but LORAPKI_REQUIRE_SERVICES is (.ci/services.sh sets it)"
+        );
         println!("SKIPPED: {what} (set {var})");
         true
     } else {
