@@ -126,4 +126,8 @@ fn metrics_and_graceful_shutdown() {
         .unwrap();
     assert!(exit.success(), "{exit:?}: {log}");
     assert!(log.contains("stopped"), "{log}");
+    assert!(
+        !log.contains("\x1b["),
+        "colour escapes in a log that is not a terminal: {log:?}"
+    );
 }
