@@ -290,6 +290,13 @@ impl ServerEndpoint {
             self.owe_unknown_abort(dev_eui, payload);
             return Err(Error::UnknownDevice);
         };
+        // §3: a frame that starts with an undefined CID holds no command to act on. It is
+        // malformed input, refused before it touches the device's state.
+        if let Some(Ok(lorapki_wire::Command::Unknown { cid, .. })) =
+            lorapki_wire::Commands::new(payload).next()
+        {
+            return Err(Error::Wire(lorapki_wire::Error::UnknownCid { cid }));
+        }
         let pending_total = self.pending_sessions();
         let config = &self.config;
         let server_key_id = &self.server_key_id;

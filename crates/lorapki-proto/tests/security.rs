@@ -1205,3 +1205,20 @@ fn debug_output_contains_no_key() {
     }
     assert!(outputs.iter().any(|o| o.contains("StageNewKey")));
 }
+
+#[test]
+fn a_frame_of_an_undefined_cid_is_malformed_and_changes_nothing() {
+    let mut pair = Pair::new(22, NsModel::SameWindow, N);
+    let noise = [0xa5, 0x17, 0x42, 0x00, 0xff, 0x13];
+    for frame in [&noise[..], &[0x06][..], &[0x00, 0x01, 0x02][..]] {
+        assert_eq!(
+            to_server(&mut pair, frame),
+            Err(Error::Wire(lorapki_wire::Error::UnknownCid {
+                cid: frame[0]
+            }))
+        );
+    }
+    assert!(pair.server.export(&DEV_EUI).is_none(), "no state kept");
+    assert_eq!(downlink(&mut pair), None);
+    assert!(pair.server.poll_event().is_none());
+}
