@@ -15,7 +15,7 @@ use std::sync::Arc;
 use lorapki_crypto::{AesKey, RootKeySlot};
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
@@ -111,6 +111,7 @@ impl JoinServer {
         let request: Value = match serde_json::from_slice(body) {
             Ok(v @ Value::Object(_)) => v,
             _ => {
+                log_refusal("MalformedRequest", "body is not a JSON object");
                 self.server.metrics().join_request("MalformedRequest");
                 return answer(
                     &Value::Null,
@@ -124,6 +125,7 @@ impl JoinServer {
             .and_then(Value::as_str)
             .unwrap_or("");
         if message_type != "JoinReq" {
+            log_refusal("MalformedRequest", "only JoinReq is supported");
             self.server.metrics().join_request("MalformedRequest");
             let kind = match message_type {
                 "RejoinReq" => "RejoinAns",
@@ -143,7 +145,7 @@ impl JoinServer {
             }
             Err(r) => {
                 self.server.metrics().join_request(r.code);
-                debug!(code = r.code, description = %r.description, "JoinReq refused");
+                log_refusal(r.code, &r.description);
                 answer(&request, "JoinAns", &r)
             }
         }
@@ -325,6 +327,19 @@ impl JoinServer {
     }
 }
 
+/// Logs a refused request, throttled: warnings for what may be an attack (a MIC that does not
+/// verify, a wrong token), information otherwise.
+fn log_refusal(code: &'static str, description: &str) {
+    let Some(suppressed) = crate::logthrottle::REFUSALS.admit("join", code) else {
+        return;
+    };
+    if matches!(code, "MICFailed" | "Unauthorized") {
+        warn!(code, description, suppressed, "JoinReq refused");
+    } else {
+        info!(code, description, suppressed, "JoinReq refused");
+    }
+}
+
 fn internal(e: Error) -> Refusal {
     warn!(error = %e, "join server internal error");
     refuse("Other", "internal error")
@@ -385,6 +400,7 @@ pub fn router(js: Arc<JoinServer>) -> axum::Router {
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
         if !js.authorized(auth) {
+            log_refusal("Unauthorized", "missing or wrong bearer token");
             js.server.metrics().join_request("Unauthorized");
             return StatusCode::UNAUTHORIZED.into_response();
         }

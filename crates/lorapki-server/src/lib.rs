@@ -11,6 +11,7 @@ pub mod joinserver;
 pub mod kek;
 #[cfg(feature = "chirpstack-grpc")]
 pub mod keyhandoff;
+pub mod logthrottle;
 pub mod lorawan;
 pub mod metrics;
 pub mod registry;
