@@ -10,17 +10,38 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::mqttbytes::v5::{Filter, Packet, RetainForwardRule, SubscribeReasonCode};
+use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 use serde::Deserialize;
 use tokio::sync::{Semaphore, watch};
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use crate::error::{Error, Result};
 use crate::eui::Eui64;
-use crate::server::{ConfirmOn, Server};
+use crate::logthrottle::REFUSALS;
+use crate::metrics::Metrics;
+use crate::server::{ConfirmOn, Server, downlink_kind};
 
-/// Largest MQTT packet accepted or sent.
-pub const MAX_PACKET: usize = 64 * 1024;
+/// Largest event (MQTT payload) processed; a larger one is dropped and counted as `oversize`.
+/// A ChirpStack uplink event is a few KiB even with many gateways in `rxInfo`.
+pub const MAX_EVENT: usize = 64 * 1024;
+
+/// Largest MQTT packet the client reads, announced to the broker as the MQTT 5 Maximum Packet
+/// Size of the CONNECT.
+///
+/// Why MQTT 5 and why two bounds: an MQTT 3.1.1 client cannot tell the broker its limit, so a
+/// packet over its read limit can only be refused by closing the connection — and any client
+/// allowed to publish on the uplink topic could then keep the server offline (a *retained*
+/// oversize message does it at every reconnect: mosquitto 2.0 offers retained messages to
+/// `$share` subscriptions too). Under MQTT 5 the broker must not send a packet larger than the
+/// announced size: it discards it for this client (MQTT 5 §3.1.2.11.4; mosquitto 2.0 does), and
+/// the connection stays up. Messages between [`MAX_EVENT`] and this bound are read and counted
+/// (`lorapki_mqtt_dropped_total{reason="oversize"}`); larger ones never reach the server (the
+/// broker drops them). The subscription also asks for no retained messages (Retain Handling 2),
+/// and any message still marked retained is dropped and counted: a retained uplink event is a
+/// stale copy, not a live uplink.
+pub const MAX_PACKET: u32 = 256 * 1024;
 /// Uplinks processed at once per instance.
 const IN_FLIGHT: usize = 512;
 
@@ -197,13 +218,19 @@ type Handoff = Option<Arc<crate::keyhandoff::KeyHandoff>>;
 type Handoff = ();
 
 #[cfg(feature = "chirpstack-grpc")]
-async fn handle_device_event(handoff: &Handoff, topic: &str, payload: &[u8]) -> Result<()> {
+async fn handle_device_event(
+    handoff: &Handoff,
+    prefix: &str,
+    topic: &str,
+    payload: &[u8],
+) -> Result<()> {
     let Some(handoff) = handoff else {
         return Ok(());
     };
     let event: DeviceEvent = serde_json::from_slice(payload)
         .map_err(|e| Error::Malformed(format!("device event JSON: {e}")))?;
     let dev_eui: Eui64 = event.device_info.dev_eui.parse()?;
+    check_topic(prefix, topic, &event.device_info.application_id, dev_eui)?;
     if topic.ends_with("/event/log") && event.code.as_deref() == Some("UPLINK_MIC") {
         handoff.on_mic_failure(dev_eui).await?;
     } else if topic.ends_with("/event/join") {
@@ -213,7 +240,7 @@ async fn handle_device_event(handoff: &Handoff, topic: &str, payload: &[u8]) -> 
 }
 
 #[cfg(not(feature = "chirpstack-grpc"))]
-async fn handle_device_event(_: &Handoff, _: &str, _: &[u8]) -> Result<()> {
+async fn handle_device_event(_: &Handoff, _: &str, _: &str, _: &[u8]) -> Result<()> {
     Ok(())
 }
 
@@ -236,6 +263,57 @@ pub fn downlink_command(
     (topic, body.to_string().into_bytes())
 }
 
+/// The application id and DevEUI (as written) that a topic
+/// `{prefix}/{applicationId}/device/{devEui}/event/{kind}` names.
+fn topic_device<'a>(prefix: &str, topic: &'a str) -> Option<(&'a str, &'a str)> {
+    let rest = topic.strip_prefix(prefix)?.strip_prefix('/')?;
+    let mut parts = rest.split('/');
+    let application_id = parts.next()?;
+    let device = parts.next()?;
+    let dev_eui = parts.next()?;
+    (device == "device" && parts.next() == Some("event")).then_some((application_id, dev_eui))
+}
+
+/// Checks that the topic names the device and application of the event's `deviceInfo`: an event
+/// on another device's topic is not that device's (a publisher may only be allowed some topics).
+fn check_topic(prefix: &str, topic: &str, application_id: &str, dev_eui: Eui64) -> Result<()> {
+    let agrees = topic_device(prefix, topic).is_some_and(|(app, eui)| {
+        app == application_id && eui.parse::<Eui64>().is_ok_and(|e| e == dev_eui)
+    });
+    if agrees {
+        Ok(())
+    } else {
+        Err(Error::Malformed(format!(
+            "topic does not name application {application_id} and device {dev_eui} of the event"
+        )))
+    }
+}
+
+/// Why a message did not become an uplink.
+enum Failure {
+    /// Dropped, by reason (the `reason` label of `lorapki_mqtt_dropped_total`), with details.
+    Dropped(&'static str, String),
+    /// The uplink failed (store, broker).
+    Error(Error),
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Malformed(m) => Self::Dropped("malformed", m),
+            other => Self::Error(other),
+        }
+    }
+}
+
+/// Counts and logs (throttled) a message dropped before it became an uplink.
+fn dropped(metrics: &Metrics, reason: &'static str, topic: &str, detail: &str) {
+    metrics.mqtt_dropped(reason);
+    if let Some(suppressed) = REFUSALS.admit("mqtt", reason) {
+        info!(topic, reason, detail, suppressed, "MQTT message dropped");
+    }
+}
+
 async fn handle_publish(
     server: &Server,
     client: &AsyncClient,
@@ -243,11 +321,18 @@ async fn handle_publish(
     handoff: &Handoff,
     topic: &str,
     payload: &[u8],
-) -> Result<()> {
+) -> std::result::Result<(), Failure> {
     if !topic.ends_with("/event/up") {
-        return handle_device_event(handoff, topic, payload).await;
+        return Ok(handle_device_event(handoff, &settings.topic_prefix, topic, payload).await?);
     }
     let uplink = parse_uplink(payload)?;
+    check_topic(
+        &settings.topic_prefix,
+        topic,
+        &uplink.application_id,
+        uplink.dev_eui,
+    )
+    .map_err(|e| Failure::Dropped("topic-mismatch", e.to_string()))?;
     if server.options().confirm_on == ConfirmOn::Uplink
         && let Some(addr) = &uplink.dev_addr
         && let Some(device) = server.store().device(uplink.dev_eui).await?
@@ -271,6 +356,7 @@ async fn handle_publish(
             .publish(topic, QoS::AtLeastOnce, false, body)
             .await
             .map_err(|e| Error::Mqtt(e.to_string()))?;
+        server.metrics().downlink(downlink_kind(&answer));
     }
     Ok(())
 }
@@ -317,8 +403,13 @@ async fn run_inner(
 ) -> Result<()> {
     let mut options = MqttOptions::new(&settings.client_id, &settings.host, settings.port);
     options.set_keep_alive(Duration::from_secs(30));
-    options.set_max_packet_size(MAX_PACKET, MAX_PACKET);
-    options.set_clean_session(true);
+    // MQTT 5: the broker discards what is larger for this client (see MAX_PACKET).
+    options.set_max_packet_size(Some(MAX_PACKET));
+    options.set_clean_start(true);
+    let mut network = rumqttc::NetworkOptions::new();
+    // Answers go out at once instead of waiting for the previous segment's ACK (Nagle).
+    network.set_tcp_nodelay(true);
+    options.set_network_options(network);
     if let (Some(u), Some(p)) = (&settings.username, &settings.password) {
         options.set_credentials(u, p);
     }
@@ -344,15 +435,42 @@ async fn run_inner(
         while tasks.try_join_next().is_some() {}
         match event {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                server.metrics().mqtt_connected();
                 for filter in &filters {
                     info!(filter = %filter, "MQTT connected; subscribing");
+                    let mut f = Filter::new(filter.clone(), QoS::AtLeastOnce);
+                    // Retained events are stale copies, not live uplinks.
+                    f.retain_forward_rule = RetainForwardRule::Never;
                     client
-                        .subscribe(filter.clone(), QoS::AtLeastOnce)
+                        .subscribe_many([f])
                         .await
                         .map_err(|e| Error::Mqtt(e.to_string()))?;
                 }
             }
+            Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                if ack
+                    .return_codes
+                    .iter()
+                    .any(|c| !matches!(c, SubscribeReasonCode::Success(_)))
+                {
+                    warn!(codes = ?ack.return_codes, "MQTT subscription refused by the broker");
+                }
+            }
             Ok(Event::Incoming(Packet::Publish(publish))) => {
+                let Ok(topic) = std::str::from_utf8(&publish.topic) else {
+                    dropped(server.metrics(), "malformed", "?", "topic is not UTF-8");
+                    continue;
+                };
+                if publish.payload.len() > MAX_EVENT {
+                    let detail = format!("{} bytes", publish.payload.len());
+                    dropped(server.metrics(), "oversize", topic, &detail);
+                    continue;
+                }
+                if publish.retain {
+                    dropped(server.metrics(), "retained", topic, "a retained copy");
+                    continue;
+                }
+                let topic = topic.to_owned();
                 let Ok(permit) = Arc::clone(&limit).acquire_owned().await else {
                     break;
                 };
@@ -361,29 +479,28 @@ async fn run_inner(
                 let settings = Arc::clone(&settings);
                 let handoff = Arc::clone(&handoff);
                 tasks.spawn(async move {
-                    if let Err(e) = handle_publish(
+                    match handle_publish(
                         &server,
                         &client,
                         &settings,
                         &handoff,
-                        &publish.topic,
+                        &topic,
                         &publish.payload,
                     )
                     .await
                     {
-                        match e {
-                            Error::Malformed(m) => {
-                                server.metrics().uplink("malformed");
-                                debug!(topic = %publish.topic, reason = %m, "uplink event ignored");
-                            }
-                            other => warn!(topic = %publish.topic, error = %other, "uplink failed"),
+                        Ok(()) => {}
+                        Err(Failure::Dropped(reason, detail)) => {
+                            dropped(server.metrics(), reason, &topic, &detail);
                         }
+                        Err(Failure::Error(e)) => warn!(topic, error = %e, "uplink failed"),
                     }
                     drop(permit);
                 });
             }
             Ok(_) => {}
             Err(e) => {
+                server.metrics().mqtt_connection_error();
                 warn!(error = %e, "MQTT connection error; reconnecting");
                 tokio::select! {
                     _ = shutdown.changed() => break,
@@ -432,6 +549,34 @@ mod tests {
         let e: DeviceEvent = serde_json::from_slice(join).unwrap();
         assert_eq!(e.code, None);
         assert_eq!(e.device_info.dev_eui, "70b3d57ed0000001");
+    }
+
+    #[test]
+    fn topic_must_name_the_events_application_and_device() {
+        let eui: Eui64 = "70b3d57ed0000001".parse().unwrap();
+        for good in [
+            "application/app1/device/70b3d57ed0000001/event/up",
+            "application/app1/device/70B3D57ED0000001/event/up",
+            "application/app1/device/70b3d57ed0000001/event/log",
+        ] {
+            assert!(
+                check_topic("application", good, "app1", eui).is_ok(),
+                "{good}"
+            );
+        }
+        for bad in [
+            "application/app1/device/x/event/up",
+            "application/app1/device/70b3d57ed0000002/event/up",
+            "application/app2/device/70b3d57ed0000001/event/up",
+            "other/app1/device/70b3d57ed0000001/event/up",
+            "applicationx/app1/device/70b3d57ed0000001/event/up",
+            "application/app1/gateway/70b3d57ed0000001/event/up",
+            "application/app1/device/70b3d57ed0000001",
+            "",
+        ] {
+            let e = check_topic("application", bad, "app1", eui).unwrap_err();
+            assert!(e.to_string().contains("70b3d57ed0000001"), "{bad}: {e}");
+        }
     }
 
     #[test]

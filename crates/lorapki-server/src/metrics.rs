@@ -12,11 +12,15 @@ pub struct Metrics {
     rekeys_completed: AtomicU64,
     rekeys_failed: Mutex<BTreeMap<String, u64>>,
     join_requests: Mutex<BTreeMap<String, u64>>,
+    /// By label set (`outcome="…"` or `outcome="refused",reason="…"`).
     uplinks: Mutex<BTreeMap<String, u64>>,
     pending_sessions: AtomicI64,
     key_work: AtomicU64,
     key_work_nanos: AtomicU64,
-    downlinks: AtomicU64,
+    downlinks: Mutex<BTreeMap<String, u64>>,
+    mqtt_connections: AtomicU64,
+    mqtt_connection_errors: AtomicU64,
+    mqtt_dropped: Mutex<BTreeMap<String, u64>>,
 }
 
 fn bump(map: &Mutex<BTreeMap<String, u64>>, label: &str) {
@@ -46,14 +50,39 @@ impl Metrics {
         bump(&self.join_requests, result);
     }
 
-    /// An FPort-1 uplink handled, by outcome.
+    /// An FPort-1 uplink handled, by outcome (`accepted`, `malformed`, `rate-limited`,
+    /// `unknown-device`); refusals go to [`uplink_refused`](Self::uplink_refused).
     pub fn uplink(&self, outcome: &str) {
-        bump(&self.uplinks, outcome);
+        bump(&self.uplinks, &format!("outcome=\"{outcome}\""));
     }
 
-    /// A downlink published.
-    pub fn downlink(&self) {
-        self.downlinks.fetch_add(1, Ordering::Relaxed);
+    /// An FPort-1 uplink the protocol refused, by reason (`rate-limited`, `stale-session`, …).
+    pub fn uplink_refused(&self, reason: &str) {
+        bump(
+            &self.uplinks,
+            &format!("outcome=\"refused\",reason=\"{reason}\""),
+        );
+    }
+
+    /// A downlink published, by kind (`answer` or `abort`).
+    pub fn downlink(&self, kind: &str) {
+        bump(&self.downlinks, kind);
+    }
+
+    /// The MQTT client connected (CONNACK received).
+    pub fn mqtt_connected(&self) {
+        self.mqtt_connections.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The MQTT connection failed or was lost.
+    pub fn mqtt_connection_error(&self) {
+        self.mqtt_connection_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// An MQTT message dropped before it became an uplink, by reason (`oversize`, `retained`,
+    /// `malformed`, `topic-mismatch`).
+    pub fn mqtt_dropped(&self, reason: &str) {
+        bump(&self.mqtt_dropped, reason);
     }
 
     /// Expensive key work done (ECDH + signature, or a verification) and how long it took.
@@ -151,18 +180,41 @@ impl Metrics {
             "result",
             &self.join_requests,
         );
+        let _ = writeln!(
+            out,
+            "# HELP lorapki_uplinks_total FPort-1 uplinks, by outcome (and reason of a refusal).\n\
+             # TYPE lorapki_uplinks_total counter"
+        );
+        if let Ok(m) = self.uplinks.lock() {
+            for (labels, v) in m.iter() {
+                let _ = writeln!(out, "lorapki_uplinks_total{{{labels}}} {v}");
+            }
+        }
         labelled(
             &mut out,
-            "lorapki_uplinks_total",
-            "FPort-1 uplinks, by outcome.",
-            "outcome",
-            &self.uplinks,
+            "lorapki_downlinks_total",
+            "FPort-1 downlinks published, by kind (answer or abort).",
+            "kind",
+            &self.downlinks,
         );
         counter(
             &mut out,
-            "lorapki_downlinks_total",
-            "FPort-1 downlinks sent.",
-            self.downlinks.load(Ordering::Relaxed),
+            "lorapki_mqtt_connections_total",
+            "MQTT connections established (more than one means reconnects).",
+            self.mqtt_connections.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "lorapki_mqtt_connection_errors_total",
+            "MQTT connection failures and losses.",
+            self.mqtt_connection_errors.load(Ordering::Relaxed),
+        );
+        labelled(
+            &mut out,
+            "lorapki_mqtt_dropped_total",
+            "MQTT messages dropped before they became uplinks, by reason.",
+            "reason",
+            &self.mqtt_dropped,
         );
         counter(
             &mut out,
@@ -197,7 +249,19 @@ mod tests {
         m.rekey_failed("expired");
         m.join_request("MICFailed");
         m.set_pending_sessions(3);
+        m.uplink("accepted");
+        m.uplink_refused("rate-limited");
+        m.uplink_refused("rate-limited");
+        m.downlink("abort");
+        m.mqtt_dropped("oversize");
         let text = m.render();
+        assert!(text.contains("lorapki_uplinks_total{outcome=\"accepted\"} 1\n"));
+        assert!(
+            text.contains("lorapki_uplinks_total{outcome=\"refused\",reason=\"rate-limited\"} 2\n")
+        );
+        assert!(text.contains("lorapki_downlinks_total{kind=\"abort\"} 1\n"));
+        assert!(text.contains("lorapki_mqtt_dropped_total{reason=\"oversize\"} 1\n"));
+        assert!(text.contains("lorapki_mqtt_connections_total 0\n"));
         assert!(text.contains("lorapki_rekeys_started_total 1"));
         assert!(text.contains("lorapki_rekeys_failed_total{reason=\"expired\"} 1"));
         assert!(text.contains("lorapki_join_requests_total{result=\"MICFailed\"} 1"));

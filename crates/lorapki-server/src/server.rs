@@ -20,6 +20,7 @@ use lorapki_proto::{
     DeviceRecord, Duration, FailReason, Instant, RateLimit, ServerConfig, ServerEndpoint,
     ServerEvent, SessionSnapshot,
 };
+use lorapki_wire::{CommandRepr, Reason};
 use tracing::{debug, info, warn};
 use zeroize::Zeroizing;
 
@@ -27,6 +28,7 @@ use crate::error::{Error, Result};
 use crate::eui::Eui64;
 use crate::identity::{KeyId, ServerKey};
 use crate::kek::StorageKek;
+use crate::logthrottle::REFUSALS;
 use crate::metrics::Metrics;
 use crate::store::{
     Commit, DeviceRow, KeyOp, SessionRow, SessionWrite, Store, open_snapshot, seal_root_keys,
@@ -223,6 +225,62 @@ pub fn reason_label(reason: &FailReason) -> &'static str {
     }
 }
 
+/// How an uplink the protocol did not take is counted: `None` for malformed input (it could not
+/// be parsed, came the wrong way, or its ephemeral key is no point), else the reason it was
+/// refused — the reason of the Abort it is answered with when there is one.
+#[must_use]
+pub fn refusal_reason(
+    error: &lorapki_proto::Error,
+    downlink: Option<&[u8]>,
+) -> Option<&'static str> {
+    use lorapki_proto::Error as E;
+    if matches!(
+        error,
+        E::Wire(_) | E::Reassembly(_) | E::WrongDirection { .. }
+    ) {
+        return None;
+    }
+    if let Some(reason) = downlink.and_then(abort_reason) {
+        return match reason {
+            Reason::Malformed => None,
+            Reason::UnsupportedVersion => Some("unsupported-version"),
+            Reason::UnknownDevice => Some("unknown-device"),
+            Reason::RateLimited => Some("rate-limited"),
+            Reason::StaleSession => Some("stale-session"),
+            Reason::AuthenticationFailed => Some("authentication-failed"),
+            Reason::ServerError => Some("server-error"),
+            _ => Some("other"),
+        };
+    }
+    Some(match error {
+        E::StaleSession => "stale-session",
+        E::UnknownDevice => "unknown-device",
+        E::Crypto(_) => "crypto",
+        E::Refused => "policy",
+        E::InvalidState => "invalid-state",
+        _ => "other",
+    })
+}
+
+/// The reason of the Abort that `downlink` starts with, if it does.
+fn abort_reason(downlink: &[u8]) -> Option<Reason> {
+    let command = lorapki_wire::Commands::new(downlink).next()?.ok()?;
+    match CommandRepr::parse(&command).ok()? {
+        CommandRepr::Abort(abort) => Some(abort.reason),
+        _ => None,
+    }
+}
+
+/// The kind of a downlink, for the metrics: `abort` or `answer`.
+#[must_use]
+pub fn downlink_kind(downlink: &[u8]) -> &'static str {
+    if abort_reason(downlink).is_some() {
+        "abort"
+    } else {
+        "answer"
+    }
+}
+
 impl Server {
     /// A server core over `store`, signing with `keys` (the first is the primary key; a second
     /// one serves devices that pinned it during a server-key rotation).
@@ -354,7 +412,9 @@ impl Server {
         let now = now_ms();
         if !self.admit(dev_eui, now) {
             self.metrics.uplink("rate-limited");
-            debug!(%dev_eui, "uplink dropped by the per-device rate limit");
+            if let Some(suppressed) = REFUSALS.admit("uplink", "rate-limited") {
+                info!(%dev_eui, suppressed, "uplink dropped by the per-device rate limit");
+            }
             return Ok(None);
         }
         let _guard = self.shards[shard_of(dev_eui, self.shards.len())]
@@ -404,8 +464,16 @@ impl Server {
             match self.store.commit(&commit).await {
                 Ok(()) => {
                     if let Some(e) = &out.error {
-                        debug!(%dev_eui, error = %e, "uplink refused by the protocol");
-                        self.metrics.uplink("refused");
+                        let refusal = refusal_reason(e, out.downlink.as_deref());
+                        let label = refusal.unwrap_or("malformed");
+                        match refusal {
+                            Some(reason) => self.metrics.uplink_refused(reason),
+                            None => self.metrics.uplink("malformed"),
+                        }
+                        if let Some(suppressed) = REFUSALS.admit("uplink", label) {
+                            info!(%dev_eui, error = %e, reason = label, suppressed,
+                                "uplink refused by the protocol");
+                        }
                     } else {
                         self.metrics.uplink("accepted");
                     }
@@ -413,9 +481,6 @@ impl Server {
                         self.metrics.key_work(n);
                     }
                     self.report(dev_eui, &out.events);
-                    if out.downlink.is_some() {
-                        self.metrics.downlink();
-                    }
                     return Ok(out.downlink);
                 }
                 Err(Error::Conflict) => {

@@ -82,10 +82,13 @@ struct Outcome {
     wall: f64,
 }
 
-async fn run_devices(servers: &[Arc<Server>], prefix: &str, devices: Vec<SimDevice>) -> Outcome {
+/// The devices' side of the broker: a client subscribed to every downlink command under
+/// `prefix`, routing each downlink's FRMPayload to the channel registered for its DevEUI.
+/// Publishes up to 2 MiB (the oversize tests need it).
+async fn device_side(prefix: &str) -> (AsyncClient, Routes) {
     let (host, port) = broker();
     let mut opts = MqttOptions::new(format!("{prefix}-sim"), host, port);
-    opts.set_max_packet_size(65536, 65536);
+    opts.set_max_packet_size(2 << 20, 2 << 20);
     opts.set_keep_alive(Duration::from_secs(30));
     let (client, mut eventloop) = AsyncClient::new(opts, 4096);
     let routes: Routes = Arc::new(Mutex::new(HashMap::new()));
@@ -125,6 +128,27 @@ async fn run_devices(servers: &[Arc<Server>], prefix: &str, devices: Vec<SimDevi
         });
     }
     ready_rx.recv().await.unwrap();
+    (client, routes)
+}
+
+/// A ChirpStack v4 uplink event of `dev_eui` carrying `frame` on FPort 1.
+fn uplink_event(dev_eui: Eui64, fcnt: u32, frame: &[u8]) -> String {
+    serde_json::json!({
+        "deduplicationId": format!("{dev_eui}-{fcnt}"),
+        "time": "2026-01-01T00:00:00Z",
+        "deviceInfo": {"tenantId": "t", "tenantName": "t", "applicationId": "app-1",
+            "applicationName": "a", "deviceProfileId": "p", "deviceProfileName": "p",
+            "deviceName": "d", "devEui": dev_eui.to_string(), "tags": {}},
+        "devAddr": "26000001", "adr": true, "dr": 0, "fCnt": fcnt, "fPort": 1,
+        "confirmed": false,
+        "data": base64::engine::general_purpose::STANDARD.encode(frame),
+        "rxInfo": [], "txInfo": {"frequency": 868100000}
+    })
+    .to_string()
+}
+
+async fn run_devices(servers: &[Arc<Server>], prefix: &str, devices: Vec<SimDevice>) -> Outcome {
+    let (client, routes) = device_side(prefix).await;
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for (i, mut dev) in devices.into_iter().enumerate() {
@@ -153,20 +177,10 @@ async fn run_devices(servers: &[Arc<Server>], prefix: &str, devices: Vec<SimDevi
                 }
                 let up = dev.uplink(51).expect("device has something to send");
                 fcnt += 1;
-                let event = serde_json::json!({
-                    "deduplicationId": format!("{}-{fcnt}", dev.dev_eui),
-                    "time": "2026-01-01T00:00:00Z",
-                    "deviceInfo": {"tenantId": "t", "tenantName": "t", "applicationId": "app-1",
-                        "applicationName": "a", "deviceProfileId": "p", "deviceProfileName": "p",
-                        "deviceName": "d", "devEui": dev.dev_eui.to_string(), "tags": {}},
-                    "devAddr": "26000001", "adr": true, "dr": 0, "fCnt": fcnt, "fPort": 1,
-                    "confirmed": false,
-                    "data": base64::engine::general_purpose::STANDARD.encode(&up),
-                    "rxInfo": [], "txInfo": {"frequency": 868100000}
-                });
+                let event = uplink_event(dev.dev_eui, fcnt, &up);
                 let topic = format!("{prefix}/app-1/device/{}/event/up", dev.dev_eui);
                 client
-                    .publish(topic, QoS::AtLeastOnce, false, event.to_string())
+                    .publish(topic, QoS::AtLeastOnce, false, event)
                     .await
                     .unwrap();
                 if let Ok(Some(down)) =
@@ -276,4 +290,152 @@ async fn mqtt_rekeys_postgres_two_instances() {
     let db = Db::postgres().await.unwrap();
     reset_postgres(&db.url()).await;
     scenario(db, 2, rekeys()).await;
+}
+
+/// Messages that anyone allowed to publish on the uplink topic may send — 1 MB live and
+/// retained, 100 KB, a retained copy of a genuine event, an event whose topic names another
+/// device than its payload — are dropped (and counted where they reach the server), and cost
+/// neither the connection nor the genuine uplinks around them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_hostile_messages_cost_no_uplinks() {
+    if skip("LORAPKI_TEST_MQTT", "hostile messages over mosquitto") {
+        return;
+    }
+    const GENUINE: u32 = 30;
+    let prefix = format!("lpk{}hostile", std::process::id());
+    let keys = [server_key()];
+    let mut devices: Vec<SimDevice> = (1..=GENUINE + 2)
+        .map(|i| SimDevice::new(i, MacVersion::V1_0_4, keys[0].public()))
+        .collect();
+    let servers = servers_with_devices(&Db::sqlite(), &keys, 1, &devices).await;
+    let server = &servers[0];
+    let (client, routes) = device_side(&prefix).await;
+    let topic = |dev: &str| format!("{prefix}/app-1/device/{dev}/event/up");
+    let victim = devices[0].dev_eui.to_string();
+    let big = vec![b'x'; 1_000_000];
+    // Retained before the server subscribes: the broker offers it at every subscription.
+    client
+        .publish(topic(&victim), QoS::AtLeastOnce, true, big.clone())
+        .await
+        .unwrap();
+    // A retained copy of a genuine event is a replay, not a live uplink: never served.
+    let mut replayed = devices.pop().unwrap();
+    replayed.start();
+    let replayed_topic = topic(&replayed.dev_eui.to_string());
+    let (tx, mut replayed_rx) = mpsc::unbounded_channel();
+    routes.lock().unwrap().insert(replayed.dev_eui, tx);
+    client
+        .publish(
+            replayed_topic.clone(),
+            QoS::AtLeastOnce,
+            true,
+            uplink_event(replayed.dev_eui, 1, &replayed.uplink(51).unwrap()),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (host, port) = broker();
+    let mut settings = MqttSettings::new(&host, port, &format!("{prefix}-server"));
+    settings.topic_prefix.clone_from(&prefix);
+    settings.shared_group = Some(format!("{prefix}-group"));
+    let run = tokio::spawn(chirpstack::run(Arc::clone(server), settings, stop_rx));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    client
+        .publish(topic(&victim), QoS::AtLeastOnce, false, big.clone())
+        .await
+        .unwrap();
+    client
+        .publish(topic(&victim), QoS::AtLeastOnce, false, vec![b'{'; 100_000])
+        .await
+        .unwrap();
+    // A genuine frame of the last device, on a topic naming another device.
+    let mut stray = devices.pop().unwrap();
+    stray.start();
+    let (tx, mut stray_rx) = mpsc::unbounded_channel();
+    routes.lock().unwrap().insert(stray.dev_eui, tx);
+    client
+        .publish(
+            topic(&victim),
+            QoS::AtLeastOnce,
+            false,
+            uplink_event(stray.dev_eui, 1, &stray.uplink(51).unwrap()),
+        )
+        .await
+        .unwrap();
+
+    // An unregistered device's PubKeyReq: answered with an Abort.
+    devices.push(SimDevice::new(999, MacVersion::V1_0_4, keys[0].public()));
+
+    let mut answers = tokio::task::JoinSet::new();
+    for mut dev in devices {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        routes.lock().unwrap().insert(dev.dev_eui, tx);
+        dev.start();
+        let event = uplink_event(dev.dev_eui, 1, &dev.uplink(51).unwrap());
+        client
+            .publish(
+                topic(&dev.dev_eui.to_string()),
+                QoS::AtLeastOnce,
+                false,
+                event,
+            )
+            .await
+            .unwrap();
+        answers.spawn(async move {
+            tokio::time::timeout(Duration::from_secs(20), rx.recv())
+                .await
+                .ok()
+                .flatten()
+                .is_some()
+        });
+    }
+    let mut answered = 0;
+    while let Some(r) = answers.join_next().await {
+        answered += u32::from(r.unwrap());
+    }
+    let stray_answered = stray_rx.try_recv().is_ok();
+    let replay_answered = replayed_rx.try_recv().is_ok();
+    // Leave no retained message behind on the broker.
+    for t in [topic(&victim), replayed_topic] {
+        client
+            .publish(t, QoS::AtLeastOnce, true, Vec::new())
+            .await
+            .unwrap();
+    }
+    stop_tx.send(true).unwrap();
+    run.await.unwrap().unwrap();
+
+    println!("{}", server.metrics().render());
+    assert_eq!(answered, GENUINE + 1, "genuine uplinks answered");
+    assert!(
+        !stray_answered,
+        "an event on another device's topic was served"
+    );
+    assert!(!replay_answered, "a retained event was served");
+    assert_eq!(sample(server, "lorapki_mqtt_connections_total"), 1);
+    assert_eq!(sample(server, "lorapki_mqtt_connection_errors_total"), 0);
+    assert_eq!(
+        sample(server, "lorapki_mqtt_dropped_total{reason=\"oversize\"}"),
+        1,
+        "the 100 KB message (the 1 MB ones the broker discards)"
+    );
+    assert_eq!(
+        sample(
+            server,
+            "lorapki_mqtt_dropped_total{reason=\"topic-mismatch\"}"
+        ),
+        1
+    );
+    assert_eq!(
+        sample(server, "lorapki_uplinks_total{outcome=\"accepted\"}"),
+        u64::from(GENUINE)
+    );
+    assert_eq!(
+        sample(server, "lorapki_downlinks_total{kind=\"answer\"}"),
+        u64::from(GENUINE)
+    );
+    assert_eq!(sample(server, "lorapki_downlinks_total{kind=\"abort\"}"), 1);
 }

@@ -419,3 +419,12 @@ impl SimDevice {
         phy
     }
 }
+
+/// The value of the sample `series` (name and labels, as rendered) in the server's metrics, 0
+/// when absent.
+pub fn sample(server: &Server, series: &str) -> u64 {
+    let text = server.metrics().render();
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0)
+}
