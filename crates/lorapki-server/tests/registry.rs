@@ -555,6 +555,58 @@ fn identity_keys_get_length_errors() {
     );
 }
 
+/// The CSV import example of the README, between its markers, as it stands.
+fn readme_csv_example() -> &'static str {
+    let readme = include_str!("../README.md");
+    let start = "<!-- csv-import-example -->\n```text\n";
+    let from = readme.find(start).expect("the README's CSV example marker") + start.len();
+    let len = readme[from..]
+        .find("```\n<!-- /csv-import-example -->")
+        .expect("the README's CSV example end marker");
+    &readme[from..from + len]
+}
+
+#[test]
+fn csv_import_example_in_the_readme_imports() {
+    let text = readme_csv_example();
+    assert!(
+        text.contains("\"-----BEGIN CERTIFICATE-----\n"),
+        "a quoted PEM"
+    );
+    let anchors = TrustAnchors::from_pem(include_str!("data/manufacturer-ca.pem")).expect("the CA");
+    let devices = parse_csv(text, &anchors, now()).unwrap_or_else(|e| panic!("{e}"));
+    let got: Vec<(usize, String, &str, &str)> = devices
+        .iter()
+        .map(|(line, d)| {
+            (
+                *line,
+                d.dev_eui.to_string(),
+                d.mac_version.as_str(),
+                d.identity_source.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (2, "70b3d57ed0000001".into(), "1.0.3", "raw"),
+            (3, "70b3d57ed0000002".into(), "1.0.4", "certificate"),
+            (13, "70b3d57ed0000003".into(), "1.1", "certificate"),
+        ],
+        "the PEM record spans lines 3 to 12"
+    );
+    assert!(devices[2].1.nwk_key.is_some());
+    // The certificates are what is checked: without the CA both are refused, each at the line
+    // its record starts on; another CA's certificates would not verify.
+    let errors = import_errors(parse_csv(text, &TrustAnchors::none(), now()).unwrap_err());
+    assert_eq!(
+        errors.iter().map(|e| e.0).collect::<Vec<_>>(),
+        [3, 13],
+        "{errors:?}"
+    );
+    assert!(errors.iter().all(|e| e.1.contains("no manufacturer CA")));
+}
+
 /// One identity key per device: in one file and against the registered devices.
 async fn shared_identity_suite(db: Db) {
     let store = Store::open(&db.url()).await.unwrap();
