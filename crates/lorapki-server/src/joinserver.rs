@@ -94,16 +94,21 @@ impl JoinServer {
         Self { server, settings }
     }
 
-    /// Checks an `Authorization` header value.
+    /// Checks an `Authorization` header value: `Bearer <token>`, the scheme in any case
+    /// (RFC 9110 §11.1) and one or more spaces before the token (`1*SP`).
     #[must_use]
     pub fn authorized(&self, header: Option<&str>) -> bool {
         let Some(token) = &self.settings.token else {
             return true;
         };
-        let Some(given) = header.and_then(|h| h.strip_prefix("Bearer ")) else {
+        let Some((scheme, given)) = header.and_then(|h| h.split_once(' ')) else {
             return false;
         };
-        bool::from(given.trim().as_bytes().ct_eq(token.as_bytes()))
+        if !scheme.eq_ignore_ascii_case("Bearer") {
+            return false;
+        }
+        let given = given.trim_start_matches(' ').trim_end();
+        bool::from(given.as_bytes().ct_eq(token.as_bytes()))
     }
 
     /// Handles one request body (after authorization).
@@ -127,14 +132,9 @@ impl JoinServer {
         if message_type != "JoinReq" {
             log_refusal("MalformedRequest", "only JoinReq is supported");
             self.server.metrics().join_request("MalformedRequest");
-            let kind = match message_type {
-                "RejoinReq" => "RejoinAns",
-                "AppSKeyReq" => "AppSKeyAns",
-                _ => "ErrorNotification",
-            };
             return answer(
                 &request,
-                kind,
+                answer_type(message_type),
                 &refuse("MalformedRequest", "only JoinReq is supported"),
             );
         }
@@ -355,6 +355,39 @@ fn envelope(kek: Option<&WrapKek>, key: &AesKey) -> Result<Value> {
     })
 }
 
+/// The message type that answers a request of type `message_type`.
+fn answer_type(message_type: &str) -> &'static str {
+    match message_type {
+        "JoinReq" => "JoinAns",
+        "RejoinReq" => "RejoinAns",
+        "AppSKeyReq" => "AppSKeyAns",
+        _ => "ErrorNotification",
+    }
+}
+
+/// The body of a 401: an answer like the others (result `Other`), echoing the request's IDs and
+/// transaction when the body is a JSON object. Nothing in the body is acted on.
+fn unauthorized_answer(body: &[u8]) -> Value {
+    let request = match serde_json::from_slice(body) {
+        Ok(v @ Value::Object(_)) => v,
+        _ => Value::Null,
+    };
+    let kind = answer_type(
+        request
+            .get("MessageType")
+            .and_then(Value::as_str)
+            .unwrap_or(""),
+    );
+    answer(
+        &request,
+        kind,
+        &refuse(
+            "Other",
+            "unauthorized: missing or wrong bearer token (Authorization: Bearer <token>)",
+        ),
+    )
+}
+
 /// The answer skeleton: IDs swapped, the transaction echoed.
 fn answer(req: &Value, message_type: &str, result: &Refusal) -> Value {
     let field = |name: &str| req.get(name).cloned().unwrap_or(Value::Null);
@@ -402,7 +435,18 @@ pub fn router(js: Arc<JoinServer>) -> axum::Router {
         if !js.authorized(auth) {
             log_refusal("Unauthorized", "missing or wrong bearer token");
             js.server.metrics().join_request("Unauthorized");
-            return StatusCode::UNAUTHORIZED.into_response();
+            // RFC 6750 §3: no error code when no credentials were given.
+            let challenge = if auth.is_some() {
+                "Bearer error=\"invalid_token\""
+            } else {
+                "Bearer"
+            };
+            return (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, challenge)],
+                axum::Json(unauthorized_answer(&body)),
+            )
+                .into_response();
         }
         axum::Json(js.handle(&body).await).into_response()
     }

@@ -5,9 +5,22 @@
 //! and NwkKey for 1.1) and its identity public key, given either raw (SEC1 hex, or a PEM
 //! `PUBLIC KEY`) or as an X.509 certificate that must be issued by one of the configured
 //! manufacturer CAs (checked here, at import).
+//!
+//! Beyond the syntax, a careful registry refuses records that are well-formed but wrong (each
+//! [`Check`] can be relaxed to a warning with an [`ImportPolicy`]):
+//!
+//! * a certificate whose subject does not name the DevEUI it is imported for
+//!   ([`Check::CertificateSubject`]; the rule is at [`names_dev_eui`]);
+//! * one identity key for two devices, in the file or against the registered devices
+//!   ([`Check::SharedIdentityKey`]; [`check_registered_identities`] does the latter);
+//! * an all-zero AppKey or NwkKey ([`Check::ZeroKey`]).
+//!
+//! The DevEUIs `0000000000000000` and `ffffffffffffffff` are always refused: they are no
+//! device's EUI-64.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
+use std::str::FromStr;
 use std::time::SystemTime;
 
 use lorapki_crypto::{AesKey, PublicKey};
@@ -22,11 +35,108 @@ use x509_cert::der::{self, Decode, Encode};
 use crate::error::{Error, ImportError, Result};
 use crate::eui::{Eui64, truncate};
 use crate::lorawan::MacVersion;
+use crate::store::Store;
 
 /// Files larger than this are refused before parsing.
 pub const MAX_IMPORT_BYTES: usize = 64 * 1024 * 1024;
 /// At most this many errors are reported.
 const MAX_REPORTED_ERRORS: usize = 100;
+
+/// A check at import that an operator may relax from refusing the import to a warning
+/// (`lorapki-server devices import --allow <name>`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Check {
+    /// A certificate's subject names the DevEUI it is imported for ([`names_dev_eui`]).
+    CertificateSubject,
+    /// No two devices share an identity key (in the file and against the registry).
+    SharedIdentityKey,
+    /// Neither the AppKey nor the NwkKey is all zero.
+    ZeroKey,
+}
+
+impl Check {
+    /// Every check.
+    pub const ALL: [Self; 3] = [
+        Self::CertificateSubject,
+        Self::SharedIdentityKey,
+        Self::ZeroKey,
+    ];
+
+    /// The name an operator gives (`--allow <name>`).
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::CertificateSubject => "certificate-subject",
+            Self::SharedIdentityKey => "shared-identity-key",
+            Self::ZeroKey => "zero-key",
+        }
+    }
+}
+
+impl fmt::Display for Check {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Check {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|c| c.name() == s.trim())
+            .ok_or_else(|| {
+                Error::Config(format!(
+                    "unknown import check {:?} (certificate-subject, shared-identity-key or \
+                     zero-key)",
+                    truncate(s, 40)
+                ))
+            })
+    }
+}
+
+/// Which [`Check`]s only warn. The default refuses on every one.
+#[derive(Clone, Debug, Default)]
+pub struct ImportPolicy {
+    allowed: HashSet<Check>,
+}
+
+impl ImportPolicy {
+    /// This policy with `check` relaxed to a warning.
+    #[must_use]
+    pub fn allowing(mut self, check: Check) -> Self {
+        self.allowed.insert(check);
+        self
+    }
+
+    /// Whether `check` only warns.
+    #[must_use]
+    pub fn allows(&self, check: Check) -> bool {
+        self.allowed.contains(&check)
+    }
+
+    /// A failed check: the error refusing the import, or `Ok` with the warning to show when the
+    /// policy allows it.
+    fn finding(&self, check: Check, message: &str) -> Result<String> {
+        if self.allows(check) {
+            Ok(format!("{message} (imported: --allow {check})"))
+        } else {
+            Err(Error::Malformed(format!(
+                "{message} (--allow {check} imports it with a warning)"
+            )))
+        }
+    }
+}
+
+/// Validated records with the warnings of the checks the policy relaxed.
+#[derive(Debug, Default)]
+pub struct Parsed {
+    /// The devices with the lines their records start on.
+    pub devices: Vec<(usize, NewDevice)>,
+    /// What the relaxed checks found, by line.
+    pub warnings: Vec<ImportError>,
+}
 
 /// How the identity key of a device was given.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,6 +153,15 @@ impl IdentitySource {
     pub const fn as_str(self) -> &'static str {
         match self {
             Self::Raw => "raw",
+            Self::Certificate => "certificate",
+        }
+    }
+
+    /// The import field it was given in.
+    #[must_use]
+    pub const fn field(self) -> &'static str {
+        match self {
+            Self::Raw => "identity_key",
             Self::Certificate => "certificate",
         }
     }
@@ -159,7 +278,10 @@ impl TrustAnchors {
     ///
     /// [`Error::Certificate`] with the reason.
     pub fn verify(&self, text: &str, now: SystemTime) -> Result<PublicKey> {
-        let cert = parse_certificate(text)?;
+        self.verify_certificate(&parse_certificate(text)?, now)
+    }
+
+    fn verify_certificate(&self, cert: &Certificate, now: SystemTime) -> Result<PublicKey> {
         let tbs = cert.tbs_certificate();
         let ca = self
             .cas
@@ -190,7 +312,7 @@ impl TrustAnchors {
         };
         verified
             .map_err(|_| Error::Certificate("signature does not verify under the CA".into()))?;
-        for (what, c) in [("certificate", &cert), ("CA", ca)] {
+        for (what, c) in [("certificate", cert), ("CA", ca)] {
             let validity = c.tbs_certificate().validity();
             if now < validity.not_before.to_system_time() {
                 return Err(Error::Certificate(format!("{what} not yet valid")));
@@ -199,9 +321,109 @@ impl TrustAnchors {
                 return Err(Error::Certificate(format!("{what} expired")));
             }
         }
-        let key = p384_key(&cert)?;
+        let key = p384_key(cert)?;
         compress(&key)
     }
+}
+
+const OID_COMMON_NAME: &str = "2.5.4.3";
+const OID_SERIAL_NUMBER: &str = "2.5.4.5";
+
+/// The names in a certificate that may name its device: the subject's CN and serialNumber
+/// attributes, and the subjectAltName's DNS names, URIs, e-mail addresses and directory names'
+/// CN and serialNumber attributes, as (label, text). String values are read as they are
+/// (PrintableString, UTF8String, IA5String); a subjectAltName that does not decode is ignored.
+fn device_names(cert: &Certificate) -> Vec<(&'static str, String)> {
+    use x509_cert::ext::pkix::SubjectAltName;
+    use x509_cert::ext::pkix::name::GeneralName;
+
+    fn attributes(name: &x509_cert::name::Name, out: &mut Vec<(&'static str, String)>) {
+        for atav in name.iter() {
+            let label = match atav.oid.to_string().as_str() {
+                OID_COMMON_NAME => "CN",
+                OID_SERIAL_NUMBER => "serialNumber",
+                _ => continue,
+            };
+            out.push((
+                label,
+                String::from_utf8_lossy(atav.value.value()).into_owned(),
+            ));
+        }
+    }
+
+    let tbs = cert.tbs_certificate();
+    let mut out = Vec::new();
+    attributes(tbs.subject(), &mut out);
+    if let Ok(Some((_, SubjectAltName(names)))) = tbs.get_extension::<SubjectAltName>() {
+        for name in &names {
+            match name {
+                GeneralName::DnsName(t) => out.push(("DNS", t.to_string())),
+                GeneralName::UniformResourceIdentifier(t) => out.push(("URI", t.to_string())),
+                GeneralName::Rfc822Name(t) => out.push(("email", t.to_string())),
+                GeneralName::DirectoryName(n) => attributes(n, &mut out),
+                _ => {}
+            }
+        }
+    }
+    out
+}
+
+/// Whether `text` names `dev_eui`: it holds the DevEUI's 16 hex digits in any case, contiguous
+/// (`70b3d57e00000001`) or with `-` or `:` between the bytes (`70-B3-D5-7E-00-00-00-01`), and
+/// not as part of a longer run of hex digits (`170b3d57e00000001` does not name
+/// `70b3d57e00000001`).
+#[must_use]
+pub fn text_names_dev_eui(text: &str, dev_eui: Eui64) -> bool {
+    let bytes: Vec<String> = dev_eui.0.iter().map(|b| format!("{b:02x}")).collect();
+    let text = text.to_ascii_lowercase();
+    [bytes.concat(), bytes.join("-"), bytes.join(":")]
+        .iter()
+        .any(|form| {
+            text.match_indices(form.as_str()).any(|(i, m)| {
+                let before = text.get(..i).and_then(|t| t.chars().next_back());
+                let after = text.get(i + m.len()..).and_then(|t| t.chars().next());
+                !before.is_some_and(|c| c.is_ascii_hexdigit())
+                    && !after.is_some_and(|c| c.is_ascii_hexdigit())
+            })
+        })
+}
+
+/// The registry's rule that a device certificate names its device: the subject's CN or
+/// serialNumber attribute, or one of the subjectAltName's DNS names, URIs (e.g. RFC 9039's
+/// `urn:dev:mac:70b3d57e00000001`), e-mail addresses or directory names (their CN or
+/// serialNumber), names the DevEUI as [`text_names_dev_eui`] says.
+///
+/// # Errors
+///
+/// [`Error::Certificate`] if `text` is not a certificate.
+pub fn names_dev_eui(text: &str, dev_eui: Eui64) -> Result<bool> {
+    let cert = parse_certificate(text)?;
+    Ok(subject_names_dev_eui(&cert, dev_eui))
+}
+
+fn subject_names_dev_eui(cert: &Certificate, dev_eui: Eui64) -> bool {
+    device_names(cert)
+        .iter()
+        .any(|(_, text)| text_names_dev_eui(text, dev_eui))
+}
+
+/// `certificate: …` for the message of a certificate that does not name `dev_eui`.
+fn subject_mismatch(cert: &Certificate, dev_eui: Eui64) -> String {
+    let names = device_names(cert);
+    let found = if names.is_empty() {
+        "it has no CN, serialNumber or subjectAltName".to_owned()
+    } else {
+        let list: Vec<String> = names
+            .iter()
+            .take(4)
+            .map(|(label, text)| format!("{label}={}", excerpt(text)))
+            .collect();
+        format!("it names {}", list.join(", "))
+    };
+    format!(
+        "certificate: the subject does not name DevEUI {dev_eui} ({found}; its CN, serialNumber \
+         or a subjectAltName must hold the DevEUI's 16 hex digits)"
+    )
 }
 
 fn parse_certificate(text: &str) -> Result<Certificate> {
@@ -258,30 +480,58 @@ fn compress(key: &p384::PublicKey) -> Result<PublicKey> {
 ///
 /// # Errors
 ///
-/// [`Error::Malformed`] if it is neither or not a valid P-384 point.
+/// [`Error::Malformed`] if it is neither, has the wrong length for a SEC1 P-384 point, or is
+/// not a valid P-384 point; the message starts with the field, `identity_key: `.
 pub fn parse_public_key(text: &str) -> Result<PublicKey> {
     let t = text.trim();
     let key = if t.starts_with("-----BEGIN") {
-        p384::PublicKey::from_public_key_pem(t)
-            .map_err(|_| Error::Malformed("PEM public key is not a P-384 key".into()))?
+        p384::PublicKey::from_public_key_pem(t).map_err(|_| {
+            Error::Malformed("identity_key: the PEM public key is not a P-384 key".into())
+        })?
     } else {
-        let bytes = hex::decode(t.strip_prefix("0x").unwrap_or(t))
-            .map_err(|_| Error::Malformed("identity key is neither SEC1 hex nor PEM".into()))?;
+        let bytes = hex::decode(t.strip_prefix("0x").unwrap_or(t)).map_err(|_| {
+            Error::Malformed("identity_key: neither SEC1 hex nor a PEM public key".into())
+        })?;
+        if bytes.len() != 49 && bytes.len() != 97 {
+            return Err(Error::Malformed(format!(
+                "identity_key: {} bytes; a P-384 public key is 49 (compressed) or 97 \
+                 (uncompressed) bytes",
+                bytes.len()
+            )));
+        }
         p384::PublicKey::from_sec1_bytes(&bytes)
-            .map_err(|_| Error::Malformed("identity key is not a valid P-384 point".into()))?
+            .map_err(|_| Error::Malformed("identity_key: not a valid P-384 point".into()))?
     };
     compress(&key)
 }
 
-fn parse_aes_key(name: &str, text: &str) -> Result<AesKey> {
+/// A factory root key: 32 hex digits; all zero is a [`Check::ZeroKey`] finding.
+fn parse_aes_key(
+    name: &str,
+    text: &str,
+    policy: &ImportPolicy,
+    warnings: &mut Vec<String>,
+) -> Result<AesKey> {
     let mut key = [0u8; 16];
     let t = text.trim();
     if t.len() != 32 || hex::decode_to_slice(t, &mut key).is_err() {
         return Err(Error::Malformed(format!("{name} must be 32 hex digits")));
     }
+    if key == [0; 16] {
+        warnings.push(policy.finding(
+            Check::ZeroKey,
+            &format!("{name}: all zero (a factory key must be secret)"),
+        )?);
+    }
     let out = AesKey::from_array(key);
     zeroize::Zeroize::zeroize(&mut key);
     Ok(out)
+}
+
+/// An EUI-64 field; `name` is named in the error.
+fn parse_eui(name: &str, text: &str) -> Result<Eui64> {
+    text.parse()
+        .map_err(|e| Error::Malformed(format!("{name}: {}", plain(&e))))
 }
 
 fn non_empty(v: Option<String>) -> Option<String> {
@@ -289,13 +539,30 @@ fn non_empty(v: Option<String>) -> Option<String> {
 }
 
 impl Record {
-    fn validate(self, anchors: &TrustAnchors, now: SystemTime) -> Result<NewDevice> {
-        let dev_eui: Eui64 = self.dev_eui.parse()?;
-        let join_eui: Eui64 = self.join_eui.parse()?;
-        let mac_version: MacVersion = self.lorawan_version.parse()?;
-        let app_key = parse_aes_key("app_key", &self.app_key)?;
+    /// The device, with the warnings of the checks `policy` relaxed.
+    fn validate(
+        self,
+        anchors: &TrustAnchors,
+        now: SystemTime,
+        policy: &ImportPolicy,
+    ) -> Result<(NewDevice, Vec<String>)> {
+        let mut warnings = Vec::new();
+        let dev_eui = parse_eui("dev_eui", &self.dev_eui)?;
+        if dev_eui.0 == [0; 8] || dev_eui.0 == [0xff; 8] {
+            return Err(Error::Malformed(format!(
+                "dev_eui: {dev_eui} is reserved (the all-zero and all-ones EUI-64s name no device)"
+            )));
+        }
+        let join_eui = parse_eui("join_eui", &self.join_eui)?;
+        let mac_version: MacVersion = self
+            .lorawan_version
+            .parse()
+            .map_err(|e| Error::Malformed(format!("lorawan_version: {}", plain(&e))))?;
+        let app_key = parse_aes_key("app_key", &self.app_key, policy, &mut warnings)?;
         let nwk_key = match (mac_version, non_empty(self.nwk_key)) {
-            (MacVersion::V1_1, Some(k)) => Some(parse_aes_key("nwk_key", &k)?),
+            (MacVersion::V1_1, Some(k)) => {
+                Some(parse_aes_key("nwk_key", &k, policy, &mut warnings)?)
+            }
             (MacVersion::V1_1, None) => {
                 return Err(Error::Malformed(
                     "a LoRaWAN 1.1 device needs nwk_key".into(),
@@ -314,10 +581,24 @@ impl Record {
                 (None, Some(c)) => {
                     if anchors.is_empty() {
                         return Err(Error::Certificate(
-                            "a certificate was given but no manufacturer CA is configured".into(),
+                            "certificate: given, but no manufacturer CA is configured \
+                             (server.ca_file)"
+                                .into(),
                         ));
                     }
-                    (anchors.verify(&c, now)?, IdentitySource::Certificate)
+                    let field = |e: Error| match e {
+                        Error::Certificate(m) => Error::Certificate(format!("certificate: {m}")),
+                        other => other,
+                    };
+                    let cert = parse_certificate(&c).map_err(field)?;
+                    let key = anchors.verify_certificate(&cert, now).map_err(field)?;
+                    if !subject_names_dev_eui(&cert, dev_eui) {
+                        warnings.push(policy.finding(
+                            Check::CertificateSubject,
+                            &subject_mismatch(&cert, dev_eui),
+                        )?);
+                    }
+                    (key, IdentitySource::Certificate)
                 }
                 (Some(_), Some(_)) => {
                     return Err(Error::Malformed(
@@ -339,7 +620,7 @@ impl Record {
                 Some(id)
             }
         };
-        Ok(NewDevice {
+        let device = NewDevice {
             dev_eui,
             join_eui,
             mac_version,
@@ -348,23 +629,29 @@ impl Record {
             identity,
             identity_source,
             server_key_id,
-        })
+        };
+        Ok((device, warnings))
     }
 }
 
-/// Collects per-record results into devices or line-numbered errors; duplicates are errors.
-struct Collector {
-    devices: Vec<(usize, NewDevice)>,
+/// Collects per-record results into devices or line-numbered errors; a DevEUI twice is an
+/// error, an identity key twice a [`Check::SharedIdentityKey`] finding.
+struct Collector<'p> {
+    policy: &'p ImportPolicy,
+    parsed: Parsed,
     errors: Vec<ImportError>,
     seen: HashSet<Eui64>,
+    identities: HashMap<PublicKey, (Eui64, usize)>,
 }
 
-impl Collector {
-    fn new() -> Self {
+impl<'p> Collector<'p> {
+    fn new(policy: &'p ImportPolicy) -> Self {
         Self {
-            devices: Vec::new(),
+            policy,
+            parsed: Parsed::default(),
             errors: Vec::new(),
             seen: HashSet::new(),
+            identities: HashMap::new(),
         }
     }
 
@@ -374,25 +661,40 @@ impl Collector {
         }
     }
 
-    fn push(&mut self, line: usize, result: Result<NewDevice>) {
-        match result {
-            Ok(device) => {
-                if !self.seen.insert(device.dev_eui) {
-                    self.error(
-                        line,
-                        format!("DevEUI {} appears twice in the file", device.dev_eui),
-                    );
-                } else {
-                    self.devices.push((line, device));
-                }
-            }
-            Err(e) => self.error(line, plain(&e)),
+    fn push(&mut self, line: usize, result: Result<(NewDevice, Vec<String>)>) {
+        let (device, mut warnings) = match result {
+            Ok(ok) => ok,
+            Err(e) => return self.error(line, plain(&e)),
+        };
+        if !self.seen.insert(device.dev_eui) {
+            return self.error(
+                line,
+                format!("DevEUI {} appears twice in the file", device.dev_eui),
+            );
         }
+        if let Some((other, other_line)) = self.identities.get(&device.identity) {
+            let message = format!(
+                "{}: the same key as DevEUI {other} on line {other_line} (one identity key per \
+                 device)",
+                device.identity_source.field()
+            );
+            match self.policy.finding(Check::SharedIdentityKey, &message) {
+                Ok(warning) => warnings.push(warning),
+                Err(e) => return self.error(line, plain(&e)),
+            }
+        } else {
+            self.identities
+                .insert(device.identity, (device.dev_eui, line));
+        }
+        for message in warnings {
+            self.parsed.warnings.push(ImportError { line, message });
+        }
+        self.parsed.devices.push((line, device));
     }
 
-    fn finish(self) -> Result<Vec<(usize, NewDevice)>> {
+    fn finish(self) -> Result<Parsed> {
         if self.errors.is_empty() {
-            Ok(self.devices)
+            Ok(self.parsed)
         } else {
             Err(Error::Import(self.errors))
         }
@@ -418,7 +720,7 @@ fn check_size(text: &str) -> Result<()> {
 
 /// Parses and validates a CSV file with a header line naming the fields `dev_eui`, `join_eui`,
 /// `lorawan_version`, `app_key`, and optionally `nwk_key`, `identity_key`, `certificate`,
-/// `server_key_id`.
+/// `server_key_id`; every [`Check`] refuses.
 ///
 /// # Errors
 ///
@@ -428,13 +730,27 @@ pub fn parse_csv(
     anchors: &TrustAnchors,
     now: SystemTime,
 ) -> Result<Vec<(usize, NewDevice)>> {
+    parse_csv_with(text, anchors, now, &ImportPolicy::default()).map(|p| p.devices)
+}
+
+/// [`parse_csv`] under `policy`.
+///
+/// # Errors
+///
+/// As [`parse_csv`].
+pub fn parse_csv_with(
+    text: &str,
+    anchors: &TrustAnchors,
+    now: SystemTime,
+    policy: &ImportPolicy,
+) -> Result<Parsed> {
     check_size(text)?;
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(true)
         .trim(csv::Trim::All)
         .comment(Some(b'#'))
         .from_reader(text.as_bytes());
-    let mut out = Collector::new();
+    let mut out = Collector::new(policy);
     let headers = match reader.headers() {
         Ok(h) => h.clone(),
         Err(e) => {
@@ -449,7 +765,7 @@ pub fn parse_csv(
                 let parsed = record
                     .deserialize::<Record>(Some(&headers))
                     .map_err(|e| Error::Malformed(csv_message(&e)))
-                    .and_then(|r| r.validate(anchors, now));
+                    .and_then(|r| r.validate(anchors, now, policy));
                 out.push(line, parsed);
             }
             Err(e) => {
@@ -458,7 +774,7 @@ pub fn parse_csv(
             }
         }
     }
-    if out.devices.is_empty() && out.errors.is_empty() {
+    if out.parsed.devices.is_empty() && out.errors.is_empty() {
         out.error(1, "no device records".into());
     }
     out.finish()
@@ -489,6 +805,20 @@ pub fn parse_json(
     anchors: &TrustAnchors,
     now: SystemTime,
 ) -> Result<Vec<(usize, NewDevice)>> {
+    parse_json_with(text, anchors, now, &ImportPolicy::default()).map(|p| p.devices)
+}
+
+/// [`parse_json`] under `policy`.
+///
+/// # Errors
+///
+/// As [`parse_json`].
+pub fn parse_json_with(
+    text: &str,
+    anchors: &TrustAnchors,
+    now: SystemTime,
+    policy: &ImportPolicy,
+) -> Result<Parsed> {
     use serde_json::value::RawValue;
 
     #[derive(Deserialize)]
@@ -499,7 +829,7 @@ pub fn parse_json(
     }
 
     check_size(text)?;
-    let mut out = Collector::new();
+    let mut out = Collector::new(policy);
     let parsed = if text.trim_start().starts_with('{') {
         serde_json::from_str::<Wrapped<'_>>(text).map(|w| w.devices)
     } else {
@@ -531,10 +861,10 @@ pub fn parse_json(
                 let msg = msg.split(" at line ").next().unwrap_or(&msg).to_owned();
                 Error::Malformed(msg)
             })
-            .and_then(|r| r.validate(anchors, now));
+            .and_then(|r| r.validate(anchors, now, policy));
         out.push(line, parsed);
     }
-    if out.devices.is_empty() && out.errors.is_empty() {
+    if out.parsed.devices.is_empty() && out.errors.is_empty() {
         out.error(1, "no device records".into());
     }
     out.finish()
@@ -551,10 +881,80 @@ pub fn parse_file(
     anchors: &TrustAnchors,
     now: SystemTime,
 ) -> Result<Vec<(usize, NewDevice)>> {
+    parse_file_with(name, text, anchors, now, &ImportPolicy::default()).map(|p| p.devices)
+}
+
+/// [`parse_file`] under `policy`.
+///
+/// # Errors
+///
+/// As [`parse_csv`] / [`parse_json`].
+pub fn parse_file_with(
+    name: &str,
+    text: &str,
+    anchors: &TrustAnchors,
+    now: SystemTime,
+    policy: &ImportPolicy,
+) -> Result<Parsed> {
     if name.to_ascii_lowercase().ends_with(".json") {
-        parse_json(text, anchors, now)
+        parse_json_with(text, anchors, now, policy)
     } else {
-        parse_csv(text, anchors, now)
+        parse_csv_with(text, anchors, now, policy)
+    }
+}
+
+/// The one-identity-key-per-device check against the registered devices, to run before
+/// [`Store::import_devices`]: a key that already belongs to another registered device refuses
+/// the import (every such line is listed), or with [`Check::SharedIdentityKey`] allowed adds a
+/// warning to `parsed`. (It reads the registry outside the import's transaction: two imports
+/// running at the same time are not checked against each other.)
+///
+/// # Errors
+///
+/// [`Error::Import`], or [`Error::Store`].
+pub async fn check_registered_identities(
+    store: &Store,
+    parsed: &mut Parsed,
+    policy: &ImportPolicy,
+) -> Result<()> {
+    let keys: Vec<PublicKey> = parsed.devices.iter().map(|(_, d)| d.identity).collect();
+    let mut owners: HashMap<PublicKey, Vec<Eui64>> = HashMap::new();
+    for (dev_eui, key) in store.devices_with_identities(&keys).await? {
+        owners.entry(key).or_default().push(dev_eui);
+    }
+    let mut errors = Vec::new();
+    for (line, d) in &parsed.devices {
+        // The device itself, already registered, is refused by the import as such.
+        let Some(other) = owners
+            .get(&d.identity)
+            .and_then(|list| list.iter().find(|e| **e != d.dev_eui))
+        else {
+            continue;
+        };
+        let message = format!(
+            "{}: the key of DevEUI {other}, already registered (one identity key per device)",
+            d.identity_source.field()
+        );
+        match policy.finding(Check::SharedIdentityKey, &message) {
+            Ok(message) => parsed.warnings.push(ImportError {
+                line: *line,
+                message,
+            }),
+            Err(e) => {
+                if errors.len() < MAX_REPORTED_ERRORS {
+                    errors.push(ImportError {
+                        line: *line,
+                        message: plain(&e),
+                    });
+                }
+            }
+        }
+    }
+    if errors.is_empty() {
+        parsed.warnings.sort_by_key(|w| w.line);
+        Ok(())
+    } else {
+        Err(Error::Import(errors))
     }
 }
 

@@ -808,3 +808,39 @@ fn device_from_row(r: &AnyRow) -> Result<DeviceRow> {
         version: r.try_get("version")?,
     })
 }
+
+impl Store {
+    /// The registered devices whose identity key is one of `identities`, as (DevEUI, key): the
+    /// registry's one-identity-key-per-device check at import
+    /// ([`crate::registry::check_registered_identities`]).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`].
+    pub async fn devices_with_identities(
+        &self,
+        identities: &[PublicKey],
+    ) -> Result<Vec<(Eui64, PublicKey)>> {
+        if identities.is_empty() {
+            return Ok(Vec::new());
+        }
+        let wanted: std::collections::HashSet<&[u8]> =
+            identities.iter().map(|k| k.as_bytes().as_slice()).collect();
+        let rows = sqlx::query("SELECT dev_eui, identity FROM devices ORDER BY dev_eui")
+            .fetch_all(&self.pool)
+            .await?;
+        let mut out = Vec::new();
+        for r in &rows {
+            let identity: Vec<u8> = r.try_get("identity")?;
+            if !wanted.contains(identity.as_slice()) {
+                continue;
+            }
+            let key = <[u8; 49]>::try_from(identity)
+                .ok()
+                .and_then(|b| PublicKey::from_compressed_unchecked(b).ok())
+                .ok_or_else(|| Error::Store("bad identity key in the database".into()))?;
+            out.push((eui(r, "dev_eui")?, key));
+        }
+        Ok(out)
+    }
+}

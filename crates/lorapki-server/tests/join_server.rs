@@ -375,9 +375,15 @@ async fn result_codes_and_no_state_change_on_refusal() {
     assert_eq!(counts.get("UnknownDevEUI"), Some(&1));
 }
 
-fn http_post(addr: std::net::SocketAddr, token: Option<&str>, body: &[u8]) -> (u16, String) {
+/// One POST over HTTP/1.1 with the `Authorization` header value `authorization`; the status, the
+/// response head and the body.
+fn http_post(
+    addr: std::net::SocketAddr,
+    authorization: Option<&str>,
+    body: &[u8],
+) -> (u16, String, String) {
     let mut s = std::net::TcpStream::connect(addr).unwrap();
-    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    let auth = authorization.map_or(String::new(), |a| format!("Authorization: {a}\r\n"));
     let head = format!(
         "POST / HTTP/1.1\r\nHost: js\r\nContent-Type: application/json\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
@@ -387,8 +393,8 @@ fn http_post(addr: std::net::SocketAddr, token: Option<&str>, body: &[u8]) -> (u
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
     let status = out[9..12].parse().unwrap();
-    let body = out.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
-    (status, body)
+    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    (status, head.to_ascii_lowercase(), body.to_owned())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -410,17 +416,92 @@ async fn http_bearer_token() {
     );
     let (no_token, wrong, right, oversize) = tokio::task::spawn_blocking(move || {
         (
-            http_post(addr, None, &body).0,
-            http_post(addr, Some("nope"), &body).0,
-            http_post(addr, Some("s3cret"), &body),
-            http_post(addr, Some("s3cret"), &vec![b' '; 20_000]).0,
+            http_post(addr, None, &body),
+            http_post(addr, Some("Bearer nope"), &body),
+            http_post(addr, Some("Bearer s3cret"), &body),
+            http_post(addr, Some("Bearer s3cret"), &vec![b' '; 20_000]).0,
         )
     })
     .await
     .unwrap();
-    assert_eq!(no_token, 401);
-    assert_eq!(wrong, 401);
+    assert_eq!(no_token.0, 401);
+    assert_eq!(wrong.0, 401);
     assert_eq!(right.0, 200);
-    assert!(right.1.contains("\"Success\""), "{}", right.1);
+    assert!(right.2.contains("\"Success\""), "{}", right.2);
     assert_eq!(oversize, 413);
+    // The 401s are Backend Interfaces answers too (JSON, the transaction echoed), with the
+    // challenge of RFC 6750 §3: no error code without credentials, invalid_token for a wrong one.
+    for (answer, challenge) in [
+        (&no_token, "www-authenticate: bearer\r\n"),
+        (
+            &wrong,
+            "www-authenticate: bearer error=\"invalid_token\"\r\n",
+        ),
+    ] {
+        let (_, head, body) = answer;
+        assert!(head.contains(challenge), "{head}");
+        assert!(head.contains("content-type: application/json"), "{head}");
+        let v: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body:?}"));
+        assert_eq!(v["MessageType"], "JoinAns", "{v}");
+        assert_eq!(v["TransactionID"], 1, "{v}");
+        assert_eq!(v["Result"]["ResultCode"], "Other", "{v}");
+        assert!(
+            v["Result"]["Description"]
+                .as_str()
+                .unwrap()
+                .contains("bearer token"),
+            "{v}"
+        );
+    }
+}
+
+/// Auth schemes are case-insensitive (RFC 9110 §11.1) and the token follows 1*SP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bearer_scheme_is_case_insensitive() {
+    let (server, dev, _db) = setup(MacVersion::V1_0_3, ConfirmOn::Join).await;
+    let settings = JoinServerSettings {
+        token: Some(zeroize::Zeroizing::new("s3cret".to_owned())),
+        ..JoinServerSettings::default()
+    };
+    let js = js(&server, settings);
+    for ok in [
+        "Bearer s3cret",
+        "bearer s3cret",
+        "BEARER s3cret",
+        "bEaReR s3cret",
+        "Bearer   s3cret",
+        "bearer s3cret ",
+    ] {
+        assert!(js.authorized(Some(ok)), "{ok:?} is accepted");
+    }
+    for refused in [
+        "Bearer nope",
+        "Bearer",
+        "Bearer ",
+        "Bearers3cret",
+        "Basic s3cret",
+        "Bearer s3cret2",
+        "Bearer\ts3cret",
+        "s3cret",
+        "",
+    ] {
+        assert!(!js.authorized(Some(refused)), "{refused:?} is refused");
+    }
+    assert!(!js.authorized(None));
+    let router = lorapki_server::joinserver::router(Arc::new(js));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    let body = join_req(
+        &lrwn_join_request(dev.dev_eui, dev.app_key, 3),
+        dev.dev_eui,
+        DEV_ADDR,
+        1,
+    );
+    let (status, _, answer) =
+        tokio::task::spawn_blocking(move || http_post(addr, Some("bearer   s3cret"), &body))
+            .await
+            .unwrap();
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer.contains("\"Success\""), "{answer}");
 }

@@ -10,7 +10,10 @@ use std::path::Path;
 use std::process::Command;
 
 use common::*;
-use lorapki_server::registry::{TrustAnchors, parse_csv, parse_json};
+use lorapki_server::registry::{
+    Check, ImportPolicy, TrustAnchors, check_registered_identities, parse_csv, parse_csv_with,
+    parse_json, parse_json_with, text_names_dev_eui,
+};
 use lorapki_server::store::{Commit, KeyOp, SessionWrite, open_root_keys};
 use lorapki_server::{Error, Eui64, KeyState, StorageKek, Store};
 
@@ -246,27 +249,486 @@ fn certificates_must_chain_to_the_manufacturer_ca() {
     ])
     .to_string();
     let errors = import_errors(parse_json(&json, &anchors, now()).unwrap_err());
-    assert_eq!(errors.len(), 1);
-    assert!(errors[0].1.contains("signature"), "{errors:?}");
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    // The PEM public key is the certificate's key: one identity key for two devices.
+    assert!(
+        errors[0]
+            .1
+            .starts_with("identity_key: the same key as DevEUI 70b3d57e00000001 on line 1"),
+        "{errors:?}"
+    );
+    assert!(errors[1].1.contains("signature"), "{errors:?}");
     let no_ca = import_errors(parse_json(&json, &TrustAnchors::none(), now()).unwrap_err());
     assert!(no_ca[0].1.contains("no manufacturer CA"), "{no_ca:?}");
 }
 
+/// `<name>.pem`: a P-384 device certificate (its own key) for `subject`, with the
+/// subjectAltName `san` if given, issued by the CA that [`certificates`] made in `dir`.
+fn device_certificate(dir: &Path, name: &str, subject: &str, san: Option<&str>) -> Option<String> {
+    let (key, csr, pem, ext) = (
+        format!("{name}.key"),
+        format!("{name}.csr"),
+        format!("{name}.pem"),
+        format!("{name}.ext"),
+    );
+    let mut sign = vec![
+        "x509",
+        "-req",
+        "-in",
+        &csr,
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-sha384",
+        "-days",
+        "365",
+        "-out",
+        &pem,
+    ];
+    if let Some(san) = san {
+        std::fs::write(dir.join(&ext), format!("subjectAltName = {san}\n")).ok()?;
+        sign.extend(["-extfile", &ext]);
+    }
+    let steps: [&[&str]; 3] = [
+        &[
+            "ecparam",
+            "-name",
+            "secp384r1",
+            "-genkey",
+            "-noout",
+            "-out",
+            &key,
+        ],
+        &["req", "-new", "-key", &key, "-subj", subject, "-out", &csr],
+        &sign,
+    ];
+    for step in steps {
+        if !openssl(dir, step) {
+            return None;
+        }
+    }
+    std::fs::read_to_string(dir.join(&pem)).ok()
+}
+
+/// A JSON import file with one record per line: record `i` starts on line `i + 2`.
+fn json_lines(records: &[serde_json::Value]) -> String {
+    let lines: Vec<String> = records.iter().map(ToString::to_string).collect();
+    format!("[\n{}\n]\n", lines.join(",\n"))
+}
+
+fn cert_record(dev_eui: &str, cert: &str) -> serde_json::Value {
+    serde_json::json!({"dev_eui": dev_eui, "join_eui": "70b3d57ed0000000",
+        "lorawan_version": "1.0.3", "app_key": KEY_A, "certificate": cert})
+}
+
+#[test]
+fn the_dev_eui_is_named_by_its_hex_digits() {
+    let dev: Eui64 = "70b3d57e00000001".parse().unwrap();
+    for yes in [
+        "70b3d57e00000001",
+        "70B3D57E00000001",
+        "eui-70b3d57e00000001",
+        "urn:dev:mac:70b3d57e00000001",
+        "70-B3-D5-7E-00-00-00-01",
+        "70:b3:d5:7e:00:00:00:01",
+        "Sensor 70b3d57e00000001 rev. B",
+    ] {
+        assert!(text_names_dev_eui(yes, dev), "{yes:?} names it");
+    }
+    for no in [
+        "70b3d57e00000002",
+        "170b3d57e00000001",
+        "70b3d57e000000010",
+        "70b3d57e0000001",
+        "Widget",
+        "",
+    ] {
+        assert!(!text_names_dev_eui(no, dev), "{no:?} does not name it");
+    }
+}
+
+#[test]
+fn certificate_subject_must_name_the_dev_eui() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let made = certificates(d).and_then(|()| {
+        Some([
+            device_certificate(d, "widget", "/CN=Widget 3000/O=Acme", None)?,
+            device_certificate(
+                d,
+                "serial",
+                "/CN=Widget/serialNumber=70B3D57E00000003",
+                None,
+            )?,
+            device_certificate(
+                d,
+                "san",
+                "/CN=Widget",
+                Some("URI:urn:dev:mac:70b3d57e00000004"),
+            )?,
+            device_certificate(d, "dashed", "/CN=70-B3-D5-7E-00-00-00-05", None)?,
+            device_certificate(d, "longer", "/CN=70b3d57e000000061", None)?,
+        ])
+    });
+    let Some([widget, serial, san, dashed, longer]) = made else {
+        println!("SKIPPED: certificate subjects (the openssl command is not available)");
+        return;
+    };
+    let read = |f: &str| std::fs::read_to_string(d.join(f)).unwrap();
+    let anchors = TrustAnchors::from_pem(&read("ca.pem")).unwrap();
+    let dev = read("dev.pem");
+    let records = [
+        cert_record("70b3d57e00000001", &dev),
+        cert_record("70b3d57e00000002", &widget),
+        cert_record("70b3d57e00000003", &serial),
+        cert_record("70b3d57e00000004", &san),
+        cert_record("70b3d57e00000005", &dashed),
+        cert_record("70b3d57e00000006", &longer),
+        // dev.pem names 70b3d57e00000001: not this device.
+        cert_record("70b3d57e00000009", &dev),
+    ];
+    let errors = import_errors(parse_json(&json_lines(&records), &anchors, now()).unwrap_err());
+    assert_eq!(
+        errors.iter().map(|e| e.0).collect::<Vec<_>>(),
+        [3, 7, 8],
+        "{errors:?}"
+    );
+    assert_eq!(
+        errors[0].1,
+        "certificate: the subject does not name DevEUI 70b3d57e00000002 (it names \
+         CN=Widget 3000; its CN, serialNumber or a subjectAltName must hold the DevEUI's 16 hex \
+         digits) (--allow certificate-subject imports it with a warning)"
+    );
+    assert!(
+        errors[1]
+            .1
+            .contains("DevEUI 70b3d57e00000006 (it names CN=70b3d57e000000061"),
+        "{errors:?}"
+    );
+    assert!(
+        errors[2]
+            .1
+            .contains("DevEUI 70b3d57e00000009 (it names CN=70b3d57e00000001"),
+        "{errors:?}"
+    );
+    // Relaxed, the mismatches are imported with a warning on their lines.
+    let policy = ImportPolicy::default().allowing(Check::CertificateSubject);
+    let parsed = parse_json_with(&json_lines(&records[..6]), &anchors, now(), &policy).unwrap();
+    assert_eq!(parsed.devices.len(), 6);
+    let warnings: Vec<(usize, &str)> = parsed
+        .warnings
+        .iter()
+        .map(|w| (w.line, w.message.as_str()))
+        .collect();
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    assert_eq!(warnings[0].0, 3);
+    assert_eq!(warnings[1].0, 7);
+    assert!(
+        warnings
+            .iter()
+            .all(|w| w.1.ends_with("(imported: --allow certificate-subject)")),
+        "{warnings:?}"
+    );
+    // The certificate subject is the only check relaxed: the same key twice is still refused.
+    let errors = import_errors(
+        parse_json_with(&json_lines(&records), &anchors, now(), &policy).unwrap_err(),
+    );
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0].0, 8);
+    assert!(
+        errors[0]
+            .1
+            .starts_with("certificate: the same key as DevEUI 70b3d57e00000001 on line 2"),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn zero_keys_and_reserved_dev_euis_are_refused() {
+    let k: Vec<String> = (1..=6).map(public_hex).collect();
+    let zero = "0".repeat(32);
+    let text = format!(
+        "dev_eui,join_eui,lorawan_version,app_key,nwk_key,identity_key\n\
+         0000000000000000,70b3d57ed0000000,1.0.3,{KEY_A},,{}\n\
+         FFFFFFFFFFFFFFFF,70b3d57ed0000000,1.0.3,{KEY_A},,{}\n\
+         70b3d57e00000004,70b3d57ed0000000,1.0.3,{zero},,{}\n\
+         70b3d57e00000005,70b3d57ed0000000,1.1,{KEY_A},{zero},{}\n\
+         70b3d57e00000006,0000000000000000,1.0.3,{KEY_A},,{}\n",
+        k[0], k[1], k[3], k[4], k[5]
+    );
+    let errors = import_errors(parse_csv(&text, &TrustAnchors::none(), now()).unwrap_err());
+    assert_eq!(
+        errors,
+        [
+            (
+                2,
+                "dev_eui: 0000000000000000 is reserved (the all-zero and all-ones EUI-64s name \
+                 no device)"
+                    .to_owned()
+            ),
+            (
+                3,
+                "dev_eui: ffffffffffffffff is reserved (the all-zero and all-ones EUI-64s name \
+                 no device)"
+                    .to_owned()
+            ),
+            (
+                4,
+                "app_key: all zero (a factory key must be secret) (--allow zero-key imports it \
+                 with a warning)"
+                    .to_owned()
+            ),
+            (
+                5,
+                "nwk_key: all zero (a factory key must be secret) (--allow zero-key imports it \
+                 with a warning)"
+                    .to_owned()
+            ),
+        ]
+    );
+    // --allow zero-key: the keys pass with a warning, the reserved DevEUIs never do.
+    let policy = ImportPolicy::default().allowing(Check::ZeroKey);
+    let errors =
+        import_errors(parse_csv_with(&text, &TrustAnchors::none(), now(), &policy).unwrap_err());
+    assert_eq!(errors.iter().map(|e| e.0).collect::<Vec<_>>(), [2, 3]);
+    let allowed: String = text
+        .lines()
+        .enumerate()
+        .filter(|(i, _)| *i == 0 || *i >= 3)
+        .map(|(_, l)| format!("{l}\n"))
+        .collect();
+    let parsed = parse_csv_with(&allowed, &TrustAnchors::none(), now(), &policy).unwrap();
+    assert_eq!(
+        parsed.devices.len(),
+        3,
+        "a zero JoinEUI is an ordinary JoinEUI"
+    );
+    let warnings: Vec<String> = parsed.warnings.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        warnings,
+        [
+            "line 2: app_key: all zero (a factory key must be secret) (imported: --allow zero-key)",
+            "line 3: nwk_key: all zero (a factory key must be secret) (imported: --allow zero-key)",
+        ]
+    );
+}
+
+#[test]
+fn identity_keys_get_length_errors() {
+    let k = public_hex(1);
+    let text = format!(
+        "dev_eui,join_eui,lorawan_version,app_key,identity_key\n\
+         70b3d57e00000001,70b3d57ed0000000,1.0.3,{KEY_A},{}\n\
+         70b3d57e00000002,70b3d57ed0000000,1.0.3,{KEY_A},{}\n\
+         70b3d57e00000003,70b3d57ed0000000,1.0.3,{KEY_A},02{}\n\
+         70b3d57e00000004,70b3d57ed0000000,1.0.3,{KEY_A},{k}00\n",
+        &k[..80],
+        "04".repeat(98),
+        "ff".repeat(48)
+    );
+    let errors = import_errors(parse_csv(&text, &TrustAnchors::none(), now()).unwrap_err());
+    assert_eq!(
+        errors,
+        [
+            (
+                2,
+                "identity_key: 40 bytes; a P-384 public key is 49 (compressed) or 97 \
+                 (uncompressed) bytes"
+                    .to_owned()
+            ),
+            (
+                3,
+                "identity_key: 98 bytes; a P-384 public key is 49 (compressed) or 97 \
+                 (uncompressed) bytes"
+                    .to_owned()
+            ),
+            (4, "identity_key: not a valid P-384 point".to_owned()),
+            (
+                5,
+                "identity_key: 50 bytes; a P-384 public key is 49 (compressed) or 97 \
+                 (uncompressed) bytes"
+                    .to_owned()
+            ),
+        ]
+    );
+}
+
+/// The CSV import example of the README, between its markers, as it stands.
+fn readme_csv_example() -> &'static str {
+    let readme = include_str!("../README.md");
+    let start = "<!-- csv-import-example -->\n```text\n";
+    let from = readme.find(start).expect("the README's CSV example marker") + start.len();
+    let len = readme[from..]
+        .find("```\n<!-- /csv-import-example -->")
+        .expect("the README's CSV example end marker");
+    &readme[from..from + len]
+}
+
+#[test]
+fn csv_import_example_in_the_readme_imports() {
+    let text = readme_csv_example();
+    assert!(
+        text.contains("\"-----BEGIN CERTIFICATE-----\n"),
+        "a quoted PEM"
+    );
+    let anchors = TrustAnchors::from_pem(include_str!("data/manufacturer-ca.pem")).expect("the CA");
+    let devices = parse_csv(text, &anchors, now()).unwrap_or_else(|e| panic!("{e}"));
+    let got: Vec<(usize, String, &str, &str)> = devices
+        .iter()
+        .map(|(line, d)| {
+            (
+                *line,
+                d.dev_eui.to_string(),
+                d.mac_version.as_str(),
+                d.identity_source.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (2, "70b3d57ed0000001".into(), "1.0.3", "raw"),
+            (3, "70b3d57ed0000002".into(), "1.0.4", "certificate"),
+            (13, "70b3d57ed0000003".into(), "1.1", "certificate"),
+        ],
+        "the PEM record spans lines 3 to 12"
+    );
+    assert!(devices[2].1.nwk_key.is_some());
+    // The certificates are what is checked: without the CA both are refused, each at the line
+    // its record starts on; another CA's certificates would not verify.
+    let errors = import_errors(parse_csv(text, &TrustAnchors::none(), now()).unwrap_err());
+    assert_eq!(
+        errors.iter().map(|e| e.0).collect::<Vec<_>>(),
+        [3, 13],
+        "{errors:?}"
+    );
+    assert!(errors.iter().all(|e| e.1.contains("no manufacturer CA")));
+}
+
+/// One identity key per device: in one file and against the registered devices.
+async fn shared_identity_suite(db: Db) {
+    let store = Store::open(&db.url()).await.unwrap();
+    let (k1, k2, k3) = (public_hex(1), public_hex(2), public_hex(3));
+    let header = "dev_eui,join_eui,lorawan_version,app_key,identity_key\n";
+    let row = |i: u32, k: &str| format!("70b3d57e{i:08x},70b3d57ed0000000,1.0.3,{KEY_A},{k}\n");
+    let strict = ImportPolicy::default();
+    let relaxed = ImportPolicy::default().allowing(Check::SharedIdentityKey);
+    // In one file.
+    let text = format!("{header}{}{}{}", row(1, &k1), row(2, &k2), row(3, &k1));
+    let errors = import_errors(parse_csv(&text, &TrustAnchors::none(), now()).unwrap_err());
+    assert_eq!(
+        errors,
+        [(
+            4,
+            "identity_key: the same key as DevEUI 70b3d57e00000001 on line 2 (one identity key \
+             per device) (--allow shared-identity-key imports it with a warning)"
+                .to_owned()
+        )]
+    );
+    let parsed = parse_csv_with(&text, &TrustAnchors::none(), now(), &relaxed).unwrap();
+    assert_eq!(parsed.devices.len(), 3);
+    assert_eq!(parsed.warnings.len(), 1);
+    assert_eq!(parsed.warnings[0].line, 4);
+    // Against the registry: 70b3d57e00000001 holds k1.
+    let mut first = parse_csv_with(
+        &format!("{header}{}", row(1, &k1)),
+        &TrustAnchors::none(),
+        now(),
+        &strict,
+    )
+    .unwrap();
+    check_registered_identities(&store, &mut first, &strict)
+        .await
+        .unwrap();
+    store
+        .import_devices(&first.devices, &kek(), 1)
+        .await
+        .unwrap();
+    let text = format!("{header}{}{}", row(10, &k3), row(11, &k1));
+    let mut parsed = parse_csv_with(&text, &TrustAnchors::none(), now(), &strict).unwrap();
+    let errors = import_errors(
+        check_registered_identities(&store, &mut parsed, &strict)
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(
+        errors,
+        [(
+            3,
+            "identity_key: the key of DevEUI 70b3d57e00000001, already registered (one \
+             identity key per device) (--allow shared-identity-key imports it with a warning)"
+                .to_owned()
+        )]
+    );
+    assert_eq!(
+        store.list_devices().await.unwrap().len(),
+        1,
+        "nothing imported"
+    );
+    // The registered device itself is not its own conflict (the import refuses it as such).
+    let mut again = parse_csv_with(
+        &format!("{header}{}", row(1, &k1)),
+        &TrustAnchors::none(),
+        now(),
+        &strict,
+    )
+    .unwrap();
+    check_registered_identities(&store, &mut again, &strict)
+        .await
+        .unwrap();
+    // Relaxed: a warning, and the import goes through.
+    let mut parsed = parse_csv_with(&text, &TrustAnchors::none(), now(), &relaxed).unwrap();
+    check_registered_identities(&store, &mut parsed, &relaxed)
+        .await
+        .unwrap();
+    assert_eq!(parsed.warnings.len(), 1);
+    assert_eq!(parsed.warnings[0].line, 3);
+    assert!(
+        parsed.warnings[0]
+            .message
+            .ends_with("(imported: --allow shared-identity-key)")
+    );
+    store
+        .import_devices(&parsed.devices, &kek(), 2)
+        .await
+        .unwrap();
+    assert_eq!(store.list_devices().await.unwrap().len(), 3);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn one_identity_key_per_device_sqlite() {
+    shared_identity_suite(Db::sqlite()).await;
+}
+
+#[tokio::test]
+async fn one_identity_key_per_device_postgres() {
+    if skip("LORAPKI_TEST_POSTGRES", "identity keys on PostgreSQL") {
+        return;
+    }
+    let _lock = PG_LOCK.lock().await;
+    let db = Db::postgres().await.unwrap();
+    reset_postgres(&db.url()).await;
+    shared_identity_suite(db).await;
+}
+
 async fn store_suite(db: Db) {
     let store = Store::open(&db.url()).await.unwrap();
-    let k = public_hex(1);
+    let (k, k2, k3) = (public_hex(1), public_hex(2), public_hex(3));
     let text = format!(
         "dev_eui,join_eui,lorawan_version,app_key,nwk_key,identity_key\n\
          70b3d57e00000001,70b3d57ed0000000,1.0.3,{KEY_A},,{k}\n\
-         70b3d57e00000002,70b3d57ed0000000,1.1,{KEY_A},{KEY_A},{k}\n"
+         70b3d57e00000002,70b3d57ed0000000,1.1,{KEY_A},{KEY_A},{k2}\n"
     );
     let devices = parse_csv(&text, &TrustAnchors::none(), now()).unwrap();
     assert_eq!(store.import_devices(&devices, &kek(), 1).await.unwrap(), 2);
     // All or nothing: one DevEUI already registered, so the new one is not stored either.
     let again = format!(
         "dev_eui,join_eui,lorawan_version,app_key,identity_key\n\
-         70b3d57e00000003,70b3d57ed0000000,1.0.3,{KEY_A},{k}\n\
-         70b3d57e00000002,70b3d57ed0000000,1.0.3,{KEY_A},{k}\n"
+         70b3d57e00000003,70b3d57ed0000000,1.0.3,{KEY_A},{k3}\n\
+         70b3d57e00000002,70b3d57ed0000000,1.0.3,{KEY_A},{k2}\n"
     );
     let devices = parse_csv(&again, &TrustAnchors::none(), now()).unwrap();
     let errors = import_errors(store.import_devices(&devices, &kek(), 2).await.unwrap_err());

@@ -2,12 +2,14 @@
 //! simulated Class A link, and every FPort-1 frame is printed and decoded.
 //!
 //! ```text
-//! cargo run -p lorapki-device-desktop [-- N [same-window|next-uplink]]
+//! cargo run -p lorapki-device-desktop [-- PAYLOADS [same-window|next-uplink]]
 //! ```
 //!
-//! `N` is the maximum application payload of the data rate (51 = EU868 DR0, the default;
-//! 11 = US915 DR0; 222 = EU868 DR5). Keys come from the operating system's RNG; nothing secret is
-//! printed (the new AppKey appears only as a fingerprint, compared between the two sides).
+//! `PAYLOADS` are the maximum application payloads of the data rate: `N` (the same both ways),
+//! `UP/DOWN` (e.g. `11/242`), or a data rate's name (see [`DATA_RATES`]: `eu868-dr0` = 51/51, the
+//! default; `us915-dr0` = 11/242; `as923-dwell-dr2` = 11/11; …). Keys come from the operating
+//! system's RNG; nothing secret is printed (the new AppKey appears only as a fingerprint, compared
+//! between the two sides).
 
 use std::process::ExitCode;
 
@@ -29,13 +31,87 @@ const SLOT: KeySlot = KeySlot(0);
 
 type Backend = SoftBackend<SysRng>;
 
+/// Named data rates: (name, maximum uplink payload, maximum downlink payload, label), the rows
+/// of `benches/airtime.md`.
+const DATA_RATES: [(&str, usize, usize, &str); 6] = [
+    ("eu868-dr0", 51, 51, "EU868 DR0"),
+    ("eu868-dr3", 115, 115, "EU868 DR3"),
+    ("eu868-dr5", 222, 222, "EU868 DR5"),
+    ("us915-dr0", 11, 242, "US915 DR0"),
+    ("us915-dr3", 242, 242, "US915 DR3"),
+    ("as923-dwell-dr2", 11, 11, "AS923 DR2 with dwell time"),
+];
+
+/// The maximum FPort-1 payloads of a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Payloads {
+    up: usize,
+    down: usize,
+    /// The data rate's label, when named.
+    label: Option<&'static str>,
+}
+
+impl Payloads {
+    /// `N`, `UP/DOWN` or a name of [`DATA_RATES`].
+    fn parse(arg: &str) -> Result<Self, String> {
+        if let Some(&(_, up, down, label)) = DATA_RATES
+            .iter()
+            .find(|(name, ..)| name.eq_ignore_ascii_case(arg))
+        {
+            return Ok(Self {
+                up,
+                down,
+                label: Some(label),
+            });
+        }
+        let size = |t: &str| match t.trim().parse::<usize>() {
+            Ok(n) if (11..=242).contains(&n) => Ok(n),
+            _ => Err(format!("{t:?} is not a payload size in 11..=242")),
+        };
+        let (up, down) = match arg.split_once('/') {
+            Some((up, down)) => (size(up)?, size(down)?),
+            None => {
+                let n = size(arg)?;
+                (n, n)
+            }
+        };
+        let label = DATA_RATES
+            .iter()
+            .find(|(_, u, d, _)| (*u, *d) == (up, down))
+            .map(|(.., label)| *label);
+        Ok(Self { up, down, label })
+    }
+}
+
+impl std::fmt::Display for Payloads {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "N = {} up / {} down", self.up, self.down)?;
+        if let Some(label) = self.label {
+            write!(f, " ({label})")?;
+        }
+        Ok(())
+    }
+}
+
+fn usage() -> String {
+    let names: Vec<&str> = DATA_RATES.iter().map(|(name, ..)| *name).collect();
+    format!(
+        "usage: device-desktop [N | UP/DOWN | {}] [same-window|next-uplink]\n\
+         (payload sizes in 11..=242; default eu868-dr0 = 51/51, same-window)",
+        names.join(" | ")
+    )
+}
+
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
-    let n: usize = match args.next().map(|a| a.parse()) {
-        None => 51,
-        Some(Ok(n)) if (11..=242).contains(&n) => n,
-        Some(_) => {
-            eprintln!("usage: device-desktop [N in 11..=242] [same-window|next-uplink]");
+    let payloads = match args
+        .next()
+        .as_deref()
+        .map_or(Payloads::parse("eu868-dr0"), Payloads::parse)
+    {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("{e}\n{}", usage());
             return ExitCode::from(2);
         }
     };
@@ -43,11 +119,18 @@ fn main() -> ExitCode {
         None | Some("same-window") => true,
         Some("next-uplink") => false,
         Some(other) => {
-            eprintln!("unknown network-server model {other:?}: same-window or next-uplink");
+            eprintln!(
+                "unknown network-server model {other:?}: same-window or next-uplink\n{}",
+                usage()
+            );
             return ExitCode::from(2);
         }
     };
-    match run(n, same_window) {
+    if args.next().is_some() {
+        eprintln!("{}", usage());
+        return ExitCode::from(2);
+    }
+    match run(payloads, same_window) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
@@ -56,7 +139,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(n: usize, same_window: bool) -> Result<(), String> {
+fn run(payloads: Payloads, same_window: bool) -> Result<(), String> {
     let err = |e: &dyn std::fmt::Display| e.to_string();
     let mut device_backend: Backend = SoftBackend::new(SysRng);
     let mut server_backend: Backend = SoftBackend::new(SysRng);
@@ -98,7 +181,7 @@ fn run(n: usize, same_window: bool) -> Result<(), String> {
     let mut join_server_staged: Option<AesKey> = None;
 
     println!(
-        "lorapki: rekey of DevEUI {} at N = {n}, {} model",
+        "lorapki: rekey of DevEUI {} at {payloads}, {} model",
         hex(&DEV_EUI),
         if same_window {
             "same-window"
@@ -117,10 +200,17 @@ fn run(n: usize, same_window: bool) -> Result<(), String> {
             if let ServerEvent::StageNewKey { keys, .. } = &event {
                 join_server_staged = Some(keys.app_key.clone_secret());
             }
-            println!("  server: {event:?}");
+            println!("  server: {}", server_event(&event));
         }
         while let Some(event) = device.poll_event() {
             println!("  device: {event:?}");
+            if let DeviceEvent::RunStarted { session } = &event {
+                println!(
+                    "          (S = {session}: the run's 6-bit session number; a device that never \
+                     ran draws its first at random, each later run takes the next, mod 64; the \
+                     server accepts any S for a device's first run — PROTOCOL.md §5.1, §8)"
+                );
+            }
             match event {
                 DeviceEvent::StageNewKey(keys) => {
                     store.stage(keys.to_root_keys()).map_err(|e| err(&e))?
@@ -157,7 +247,7 @@ fn run(n: usize, same_window: bool) -> Result<(), String> {
         }
         let mut buf = [0u8; 242];
         let Some(t) = device
-            .poll_transmit(&mut device_backend, now, n, &mut buf)
+            .poll_transmit(&mut device_backend, now, payloads.up, &mut buf)
             .map_err(|e| err(&e))?
         else {
             now = device
@@ -176,7 +266,7 @@ fn run(n: usize, same_window: bool) -> Result<(), String> {
         let _ = server.handle_uplink(&mut server_backend, now, &DEV_EUI, Some(&record), uplink);
         let mut down = [0u8; 242];
         if let Some(t) = server
-            .poll_transmit(&DEV_EUI, n, &mut down)
+            .poll_transmit(&DEV_EUI, payloads.down, &mut down)
             .map_err(|e| err(&e))?
         {
             if same_window {
@@ -241,6 +331,35 @@ fn finish(
         Ok(())
     } else {
         Err("the two sides derived different keys".into())
+    }
+}
+
+/// A server event, the DevEUI in hex as everywhere else.
+fn server_event(event: &ServerEvent) -> String {
+    match event {
+        ServerEvent::SessionStarted { dev_eui, session } => {
+            format!(
+                "SessionStarted {{ dev_eui: {}, session: {session} }}",
+                hex(dev_eui)
+            )
+        }
+        ServerEvent::StageNewKey { dev_eui, keys } => {
+            format!(
+                "StageNewKey {{ dev_eui: {}, keys: {keys:?} }}",
+                hex(dev_eui)
+            )
+        }
+        ServerEvent::ActivateNewKey { dev_eui } => {
+            format!("ActivateNewKey {{ dev_eui: {} }}", hex(dev_eui))
+        }
+        ServerEvent::RollBack { dev_eui } => format!("RollBack {{ dev_eui: {} }}", hex(dev_eui)),
+        ServerEvent::Completed { dev_eui } => {
+            format!("Completed {{ dev_eui: {} }}", hex(dev_eui))
+        }
+        ServerEvent::Failed { dev_eui, reason } => {
+            format!("Failed {{ dev_eui: {}, reason: {reason:?} }}", hex(dev_eui))
+        }
+        other => format!("{other:?}"),
     }
 }
 

@@ -48,6 +48,12 @@ enum DevicesCommand {
     Import {
         /// The file (`.json` is read as JSON, anything else as CSV).
         file: PathBuf,
+        /// Import with a warning what this check refuses by default (repeatable):
+        /// certificate-subject (a certificate that does not name its DevEUI),
+        /// shared-identity-key (one identity key for several devices), zero-key (an all-zero
+        /// AppKey or NwkKey).
+        #[arg(long = "allow", value_name = "CHECK")]
+        allow: Vec<registry::Check>,
     },
     /// List the registered devices and their key states.
     List,
@@ -104,17 +110,30 @@ async fn run(cli: Cli) -> Result<(), Error> {
             let config = Config::load(&config)?;
             let store = Store::open(&config.database.url).await?;
             let result = match command {
-                DevicesCommand::Import { file } => {
+                DevicesCommand::Import { file, allow } => {
                     let text = std::fs::read_to_string(&file).map_err(|e| {
                         Error::Config(format!("cannot read {}: {e}", file.display()))
                     })?;
                     let anchors = app::trust_anchors(&config)?;
                     let name = file.to_string_lossy();
-                    let devices = registry::parse_file(&name, &text, &anchors, SystemTime::now())?;
+                    let policy = allow
+                        .into_iter()
+                        .fold(registry::ImportPolicy::default(), |p, c| p.allowing(c));
+                    let mut parsed = registry::parse_file_with(
+                        &name,
+                        &text,
+                        &anchors,
+                        SystemTime::now(),
+                        &policy,
+                    )?;
+                    registry::check_registered_identities(&store, &mut parsed, &policy).await?;
                     let kek = config.storage_kek()?;
                     let n = store
-                        .import_devices(&devices, &kek, server::now_ms())
+                        .import_devices(&parsed.devices, &kek, server::now_ms())
                         .await?;
+                    for w in &parsed.warnings {
+                        eprintln!("warning: {w}");
+                    }
                     println!("imported {n} devices");
                     Ok(())
                 }
