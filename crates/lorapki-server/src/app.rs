@@ -46,16 +46,21 @@ pub fn trust_anchors(config: &Config) -> Result<TrustAnchors> {
     }
 }
 
-/// Builds the server core from a configuration.
+/// Builds the server core from a configuration, after checking that the storage KEK is the
+/// database's ([`Store::check_kek`]).
 ///
 /// # Errors
 ///
-/// Any configuration, key or store error.
+/// Any configuration, key or store error; [`Error::KekMismatch`] for another database's KEK.
 pub async fn build(config: &Config, metrics: Arc<Metrics>) -> Result<Arc<Server>> {
     let options = config.options()?;
     let kek = config.storage_kek()?;
     let keys = load_keys(config)?;
     let store = Store::open(&config.database.url).await?;
+    if let Err(e) = store.check_kek(&kek).await {
+        store.close().await;
+        return Err(e);
+    }
     Ok(Arc::new(Server::new(store, kek, &keys, options, metrics)?))
 }
 

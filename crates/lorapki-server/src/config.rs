@@ -270,23 +270,32 @@ impl Config {
         })
     }
 
-    /// The storage KEK: `LORAPKI_KEK`, else `kek_file`, else `kek`.
+    /// The storage KEK: `LORAPKI_KEK`, else `kek_file`, else `kek`; it carries where it came
+    /// from, which the errors about it name.
     ///
     /// # Errors
     ///
     /// [`Error::Config`] if none is set, [`Error::Key`] if it is malformed.
     pub fn storage_kek(&self) -> Result<StorageKek> {
+        let named = |origin: String, text: &str| match StorageKek::from_hex(text) {
+            Ok(kek) => Ok(kek.with_origin(origin)),
+            Err(Error::Key(m)) => Err(Error::Key(format!("{origin}: {m}"))),
+            Err(e) => Err(e),
+        };
         if let Ok(v) = std::env::var("LORAPKI_KEK") {
-            return StorageKek::from_hex(&Zeroizing::new(v));
+            return named(
+                "the environment variable LORAPKI_KEK".into(),
+                &Zeroizing::new(v),
+            );
         }
         if let Some(path) = &self.server.kek_file {
             let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
                 Error::Config(format!("cannot read kek_file {}: {e}", path.display()))
             })?);
-            return StorageKek::from_hex(&text);
+            return named(format!("[server] kek_file = {}", path.display()), &text);
         }
         if let Some(k) = &self.server.kek {
-            return StorageKek::from_hex(k);
+            return named("[server] kek in the configuration file".into(), k);
         }
         Err(Error::Config(
             "no storage KEK: set LORAPKI_KEK, server.kek_file or server.kek (64 hex digits; \

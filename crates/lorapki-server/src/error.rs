@@ -27,6 +27,12 @@ pub enum Error {
     Config(String),
     /// A key file, the key-encryption key or a sealed value is unusable.
     Key(String),
+    /// The storage KEK is not the one the database was sealed with (its check value, or for a
+    /// database without one its oldest sealed row, does not open under it).
+    KekMismatch {
+        /// Where the KEK came from (`LORAPKI_KEK`, a file, …), if known; never the key.
+        origin: Option<String>,
+    },
     /// A device certificate did not verify.
     Certificate(String),
     /// The database failed.
@@ -61,6 +67,15 @@ impl fmt::Display for Error {
             }
             Self::Config(m) => write!(f, "configuration: {m}"),
             Self::Key(m) => write!(f, "key: {m}"),
+            Self::KekMismatch { origin } => {
+                f.write_str(
+                    "the storage KEK does not match the one this database was sealed with",
+                )?;
+                if let Some(origin) = origin {
+                    write!(f, " (KEK taken from {origin})")?;
+                }
+                f.write_str("; nothing was changed")
+            }
             Self::Certificate(m) => write!(f, "certificate: {m}"),
             Self::Store(m) => write!(f, "store: {m}"),
             Self::Conflict => f.write_str("concurrent update of the same device"),

@@ -103,13 +103,15 @@ async fn run(cli: Cli) -> Result<(), Error> {
             let store = Store::open(&config.database.url).await?;
             let result = match command {
                 DevicesCommand::Import { file } => {
+                    // The KEK first: a missing or malformed one is reported before the file's
+                    // contents, and `import_devices` refuses another database's KEK.
+                    let kek = config.storage_kek()?;
                     let text = std::fs::read_to_string(&file).map_err(|e| {
                         Error::Config(format!("cannot read {}: {e}", file.display()))
                     })?;
                     let anchors = app::trust_anchors(&config)?;
                     let name = file.to_string_lossy();
                     let devices = registry::parse_file(&name, &text, &anchors, SystemTime::now())?;
-                    let kek = config.storage_kek()?;
                     let n = store
                         .import_devices(&devices, &kek, server::now_ms())
                         .await?;

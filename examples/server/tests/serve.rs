@@ -127,3 +127,150 @@ fn metrics_and_graceful_shutdown() {
     assert!(exit.success(), "{exit:?}: {log}");
     assert!(log.contains("stopped"), "{log}");
 }
+
+/// Runs the binary in `dir` with `env` set (and no `LORAPKI_KEK` unless `env` sets it) and waits
+/// for it.
+fn cli(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    Command::new(BIN)
+        .args(args)
+        .env_remove("LORAPKI_KEK")
+        .envs(env.iter().copied())
+        .current_dir(dir)
+        .output()
+        .unwrap()
+}
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A CSV of devices `70b3d57e0000000{i}` with real identity keys.
+fn devices_csv(ids: &[u32]) -> String {
+    let mut csv = String::from("dev_eui,join_eui,lorawan_version,app_key,identity_key\n");
+    for i in ids {
+        let identity = lorapki_server::identity::generate().unwrap().1.public();
+        csv.push_str(&format!(
+            "70b3d57e{i:08x},70b3d57ed0000000,1.0.3,2b7e151628aed2a6abf7158809cf4f3c,{}\n",
+            hex::encode(identity.as_bytes())
+        ));
+    }
+    csv
+}
+
+/// Runs `serve` with `config` and `env`; its output if it exits within `secs`, else `None`
+/// (and it is killed).
+fn serve_until_exit(
+    dir: &Path,
+    config: &str,
+    env: &[(&str, &str)],
+    secs: u64,
+) -> Option<std::process::Output> {
+    let mut child = Command::new(BIN)
+        .args(["serve", "--config", config])
+        .env_remove("LORAPKI_KEK")
+        .envs(env.iter().copied())
+        .current_dir(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if child.try_wait().unwrap().is_some() {
+            return Some(child.wait_with_output().unwrap());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.kill().unwrap();
+    let out = child.wait_with_output().unwrap();
+    println!("serve kept running:\n{}", stderr(&out));
+    None
+}
+
+const OTHER_KEK: &str = "5555555555555555555555555555555555555555555555555555555555555555";
+
+/// A directory with a server key, a KEK (`kek.hex`), `server.toml` using it, `wrong.toml`
+/// using another well-formed KEK (`kek2.hex`), and device 1 imported under the right one.
+fn registry_with_one_device() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    keygen(d);
+    std::fs::write(d.join("kek2.hex"), OTHER_KEK).unwrap();
+    let (js, metrics) = (free_port(), free_port());
+    let config = |kek_file: &str| {
+        format!(
+            "[server]\nkey_file = \"k.pem\"\nkek_file = \"{kek_file}\"\n\
+             [database]\nurl = \"sqlite://db.sqlite\"\n\
+             [join_server]\nbind = \"127.0.0.1:{js}\"\n\
+             [metrics]\nbind = \"127.0.0.1:{metrics}\"\n"
+        )
+    };
+    std::fs::write(d.join("server.toml"), config("kek.hex")).unwrap();
+    std::fs::write(d.join("wrong.toml"), config("kek2.hex")).unwrap();
+    std::fs::write(d.join("one.csv"), devices_csv(&[1])).unwrap();
+    let out = cli(d, &["devices", "import", "one.csv"], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    dir
+}
+
+const KEK_MISMATCH: &str = "the storage KEK does not match the one this database was sealed with";
+
+#[test]
+fn serve_refuses_a_wrong_kek() {
+    let dir = registry_with_one_device();
+    let d = dir.path();
+    let out = serve_until_exit(d, "wrong.toml", &[], 20).expect("serve started with a wrong KEK");
+    let err = stderr(&out);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains(KEK_MISMATCH) && err.contains("kek2.hex"),
+        "{err}"
+    );
+    assert!(!err.contains("listening"), "nothing listens: {err}");
+    let out = serve_until_exit(d, "server.toml", &[("LORAPKI_KEK", OTHER_KEK)], 20)
+        .expect("serve started with a wrong LORAPKI_KEK");
+    let err = stderr(&out);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains(KEK_MISMATCH) && err.contains("LORAPKI_KEK"),
+        "{err}"
+    );
+    assert!(!err.contains(OTHER_KEK), "the KEK is never printed: {err}");
+}
+
+#[test]
+fn devices_import_refuses_a_wrong_kek() {
+    let dir = registry_with_one_device();
+    let d = dir.path();
+    std::fs::write(d.join("two.csv"), devices_csv(&[2])).unwrap();
+    let out = cli(
+        d,
+        &["devices", "import", "two.csv", "--config", "wrong.toml"],
+        &[],
+    );
+    let err = stderr(&out);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains(KEK_MISMATCH) && err.contains("kek2.hex"),
+        "{err}"
+    );
+    let out = cli(
+        d,
+        &["devices", "import", "two.csv"],
+        &[("LORAPKI_KEK", OTHER_KEK)],
+    );
+    let err = stderr(&out);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains(KEK_MISMATCH) && err.contains("LORAPKI_KEK"),
+        "{err}"
+    );
+    let list = cli(d, &["devices", "list"], &[]);
+    assert!(list.status.success(), "{}", stderr(&list));
+    let list = String::from_utf8_lossy(&list.stdout);
+    assert!(list.contains("70b3d57e00000001"), "{list}");
+    assert!(
+        !list.contains("70b3d57e00000002"),
+        "nothing imported: {list}"
+    );
+}
