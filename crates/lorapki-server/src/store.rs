@@ -354,7 +354,8 @@ impl Store {
     ///
     /// # Errors
     ///
-    /// [`Error::Store`] if it cannot be opened or migrated.
+    /// [`Error::Store`] naming the database (without credentials) if it cannot be opened or
+    /// migrated.
     pub async fn open(url: &str) -> Result<Self> {
         DRIVERS.call_once(sqlx::any::install_default_drivers);
         let (backend, url) = if url.starts_with("sqlite:") {
@@ -399,12 +400,16 @@ impl Store {
                         })
                     })
                     .connect(&url)
-                    .await?
+                    .await
             }
-            Backend::Postgres => options.max_connections(16).connect(&url).await?,
-        };
+            Backend::Postgres => options.max_connections(16).connect(&url).await,
+        }
+        .map_err(|e| Error::Store(format!("database {}: {e}", display_url(&url))))?;
         let migrator = Migrator::new(Embedded).await?;
-        migrator.run(&pool).await?;
+        migrator
+            .run(&pool)
+            .await
+            .map_err(|e| Error::Store(format!("database {}: migration: {e}", display_url(&url))))?;
         Ok(Self { pool, backend })
     }
 
@@ -820,6 +825,22 @@ async fn check_kek_in(conn: &mut sqlx::AnyConnection, kek: &StorageKek) -> Resul
     Ok(())
 }
 
+/// A database URL for messages: without its password and query (which may carry one).
+fn display_url(url: &str) -> String {
+    let url = url.split('?').next().unwrap_or(url);
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    match authority.rsplit_once('@') {
+        Some((user_info, host)) => {
+            let user = user_info.split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}@{host}{path}")
+        }
+        None => url.to_owned(),
+    }
+}
+
 /// Checks that a versioned write changed its one row: none means the row changed (or is gone)
 /// since it was read, [`Error::Conflict`].
 fn one_row(affected: u64) -> Result<()> {
@@ -898,4 +919,36 @@ fn device_from_row(r: &AnyRow) -> Result<DeviceRow> {
         last_join,
         version: r.try_get("version")?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_urls_are_shown_without_secrets() {
+        for (url, shown) in [
+            (
+                "sqlite:///var/lib/lorapki.db",
+                "sqlite:///var/lib/lorapki.db",
+            ),
+            ("sqlite://lorapki.db?mode=rwc", "sqlite://lorapki.db"),
+            (
+                "postgres://lorapki:s3cret@db.example:5432/lorapki?sslmode=require",
+                "postgres://lorapki@db.example:5432/lorapki",
+            ),
+            ("postgres://u:p@w@host/db", "postgres://u@host/db"),
+            ("postgres://host/db?password=s3cret", "postgres://host/db"),
+        ] {
+            assert_eq!(display_url(url), shown);
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unopenable_database_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/missing-dir/x.db", dir.path().display());
+        let e = Store::open(&url).await.unwrap_err().to_string();
+        assert!(e.contains("missing-dir/x.db"), "{e}");
+    }
 }

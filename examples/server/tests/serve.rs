@@ -274,3 +274,277 @@ fn devices_import_refuses_a_wrong_kek() {
         "nothing imported: {list}"
     );
 }
+
+/// The fenced code blocks of language `lang` in a Markdown text, in order.
+fn fenced(markdown: &str, lang: &str) -> Vec<String> {
+    let mut blocks = Vec::new();
+    let mut current: Option<String> = None;
+    for line in markdown.lines() {
+        let fence = line.trim_start().strip_prefix("```");
+        match (&mut current, fence) {
+            (None, Some(info)) if info.trim() == lang => current = Some(String::new()),
+            (None, Some(_)) => current = Some(String::from("\0")),
+            (Some(block), Some(_)) => {
+                if !block.starts_with('\0') {
+                    blocks.push(std::mem::take(block));
+                }
+                current = None;
+            }
+            (Some(block), None) => {
+                block.push_str(line);
+                block.push('\n');
+            }
+            (None, None) => {}
+        }
+    }
+    blocks
+}
+
+/// `server.toml` of this directory with every listen address and the MQTT broker moved to free
+/// loopback ports (nothing listens on the broker's); also returns the metrics port.
+fn example_config_on_free_ports() -> (String, u16) {
+    let text = include_str!("../server.toml");
+    let (mut section, mut metrics, mut out) = (String::new(), None, String::new());
+    for line in text.lines() {
+        let trimmed = line.trim();
+        if trimmed.starts_with('[') {
+            section = trimmed.to_owned();
+        }
+        if trimmed.starts_with("bind = ") {
+            let port = free_port();
+            if section == "[metrics]" {
+                metrics = Some(port);
+            }
+            out.push_str(&format!("bind = \"127.0.0.1:{port}\"\n"));
+        } else if section == "[mqtt]" && trimmed.starts_with("server = ") {
+            out.push_str(&format!("server = \"127.0.0.1:{}\"\n", free_port()));
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    (
+        out,
+        metrics.expect("the example server.toml has a [metrics] bind"),
+    )
+}
+
+/// The README's set-up, run verbatim in an empty directory: its `sh` block command by command
+/// (`serve` until `/health` answers), with `server.toml` copied from here (free ports, as the
+/// README tells to adjust) and `devices.csv` from its `csv` block.
+#[test]
+fn readme_set_up_works_verbatim_in_an_empty_directory() {
+    let readme = include_str!("../README.md");
+    let steps = fenced(readme, "sh");
+    let steps = steps.first().expect("the README has a sh block");
+    let csv = fenced(readme, "csv");
+    let csv = csv.first().expect("the README shows a devices.csv");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (config, metrics) = example_config_on_free_ports();
+    std::fs::write(d.join("server.toml"), config).unwrap();
+    std::fs::write(d.join("devices.csv"), csv).unwrap();
+    let mut ran = Vec::new();
+    for line in steps.lines() {
+        let command = line.split('#').next().unwrap().trim();
+        if command.is_empty() {
+            continue;
+        }
+        let args: Vec<&str> = command
+            .strip_prefix("lorapki-server ")
+            .unwrap_or_else(|| panic!("README step {command:?} is not a lorapki-server command"))
+            .split_whitespace()
+            .collect();
+        ran.push(args[..2.min(args.len())].join(" "));
+        if args[0] != "serve" {
+            let out = cli(d, &args, &[]);
+            assert!(out.status.success(), "{command}: {}", stderr(&out));
+            continue;
+        }
+        let mut child = Command::new(BIN)
+            .args(&args)
+            .env_remove("LORAPKI_KEK")
+            .current_dir(d)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let started = Instant::now();
+        let health = loop {
+            if let Some(t) = get(metrics, "/health") {
+                break t;
+            }
+            if let Some(status) = child.try_wait().unwrap() {
+                let mut log = String::new();
+                child
+                    .stderr
+                    .take()
+                    .unwrap()
+                    .read_to_string(&mut log)
+                    .unwrap();
+                panic!("{command} exited ({status}): {log}");
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "{command}: /health never answered"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(
+            health.starts_with("HTTP/1.1 200") && health.ends_with("ok"),
+            "{health}"
+        );
+    }
+    let mut expected = ["keygen", "kekgen", "devices import", "serve"].into_iter();
+    let mut next = expected.next();
+    for step in &ran {
+        if next.is_some_and(|e| step.starts_with(e)) {
+            next = expected.next();
+        }
+    }
+    assert!(next.is_none(), "the README's steps {ran:?} miss {next:?}");
+    assert!(
+        ran.last().is_some_and(|s| s.starts_with("serve")),
+        "{ran:?}"
+    );
+}
+
+#[test]
+fn keygen_and_kekgen_never_overwrite() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let out = cli(d, &["keygen"], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let pem = std::fs::read(d.join("server-key.pem")).unwrap();
+    let out = cli(d, &["keygen"], &[]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains(
+            "server-key.pem already exists; not overwritten (remove it or choose another --key)"
+        ),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(std::fs::read(d.join("server-key.pem")).unwrap(), pem);
+    // The KEK alone.
+    let out = cli(d, &["kekgen"], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let kek = std::fs::read_to_string(d.join("storage-kek.hex")).unwrap();
+    assert!(lorapki_server::StorageKek::from_hex(&kek).is_ok(), "{kek}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains(kek.trim()));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(d.join("storage-kek.hex"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let exists =
+        "storage-kek.hex already exists; not overwritten (remove it or choose another --kek)";
+    let out = cli(d, &["kekgen"], &[]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains(exists), "{}", stderr(&out));
+    assert_eq!(
+        std::fs::read_to_string(d.join("storage-kek.hex")).unwrap(),
+        kek
+    );
+    // keygen with both: refused before anything is written.
+    let out = cli(
+        d,
+        &["keygen", "--key", "new.pem", "--kek", "storage-kek.hex"],
+        &[],
+    );
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains(exists), "{}", stderr(&out));
+    assert!(!d.join("new.pem").exists(), "no key written");
+}
+
+/// A configuration with `k.pem`, `kek.hex` and the given listen ports.
+fn config_with_ports(js: u16, metrics: u16) -> String {
+    format!(
+        "[server]\nkey_file = \"k.pem\"\nkek_file = \"kek.hex\"\n\
+         [database]\nurl = \"sqlite://db.sqlite\"\n\
+         [join_server]\nbind = \"127.0.0.1:{js}\"\n\
+         [metrics]\nbind = \"127.0.0.1:{metrics}\"\n"
+    )
+}
+
+#[test]
+fn listen_address_in_use_names_the_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    keygen(d);
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    for (section, js, metrics) in [
+        ("join_server", port, free_port()),
+        ("metrics", free_port(), port),
+    ] {
+        std::fs::write(d.join("server.toml"), config_with_ports(js, metrics)).unwrap();
+        let out = serve_until_exit(d, "server.toml", &[], 20)
+            .unwrap_or_else(|| panic!("serve kept running with [{section}] bind in use"));
+        let err = stderr(&out);
+        assert!(!out.status.success(), "{err}");
+        assert!(
+            err.contains(&format!("[{section}] bind = 127.0.0.1:{port}: "))
+                && err.contains("in use"),
+            "{section}: {err}"
+        );
+    }
+}
+
+#[test]
+fn missing_files_are_io_errors_naming_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    keygen(d);
+    std::fs::write(
+        d.join("server.toml"),
+        config_with_ports(free_port(), free_port()),
+    )
+    .unwrap();
+    let config = config_with_ports(free_port(), free_port());
+    std::fs::write(
+        d.join("no-kek.toml"),
+        config.replace("kek.hex", "gone-kek.hex"),
+    )
+    .unwrap();
+    std::fs::write(d.join("no-key.toml"), config.replace("k.pem", "gone.pem")).unwrap();
+    std::fs::write(
+        d.join("no-db.toml"),
+        config.replace("sqlite://db.sqlite", "sqlite://no-such-dir/db.sqlite"),
+    )
+    .unwrap();
+    // The database is named too (a store error: it need not be a file).
+    let out = cli(d, &["devices", "list", "--config", "no-db.toml"], &[]);
+    let err = stderr(&out);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("database sqlite://no-such-dir/db.sqlite: "),
+        "{err}"
+    );
+    for (args, needle) in [
+        (&["devices", "import", "missing.csv"][..], "missing.csv"),
+        (&["devices", "list", "--config", "nope.toml"], "nope.toml"),
+        (&["serve", "--config", "nope.toml"], "nope.toml"),
+        (
+            &["serve", "--config", "no-kek.toml"],
+            "[server] kek_file = gone-kek.hex",
+        ),
+        (
+            &["serve", "--config", "no-key.toml"],
+            "[server] key_file = gone.pem",
+        ),
+    ] {
+        let out = cli(d, args, &[]);
+        let err = stderr(&out);
+        assert!(!out.status.success(), "{args:?}: {err}");
+        assert!(
+            err.contains(&format!("i/o: {needle}: ")) && !err.contains("configuration"),
+            "{args:?}: {err}"
+        );
+    }
+}
