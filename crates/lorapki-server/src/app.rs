@@ -145,13 +145,23 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     let server = build(&config, Arc::clone(&metrics)).await?;
     let (stop_tx, stop_rx) = watch::channel(false);
     // Both listen addresses are bound before anything runs: one in use stops the start-up.
-    let js = match config.join_server_settings()? {
-        Some((addr, settings)) => Some((bind("[join_server] bind", addr).await?, settings)),
-        None => None,
+    let listeners = async {
+        let js = match config.join_server_settings()? {
+            Some((addr, settings)) => Some((bind("[join_server] bind", addr).await?, settings)),
+            None => None,
+        };
+        let metrics = match &config.metrics {
+            Some(m) => Some(bind("[metrics] bind", m.bind).await?),
+            None => None,
+        };
+        Ok::<_, Error>((js, metrics))
     };
-    let metrics_listener = match &config.metrics {
-        Some(m) => Some(bind("[metrics] bind", m.bind).await?),
-        None => None,
+    let (js, metrics_listener) = match listeners.await {
+        Ok(listeners) => listeners,
+        Err(e) => {
+            server.store().close().await;
+            return Err(e);
+        }
     };
     let mut tasks = tokio::task::JoinSet::new();
     if let Some((listener, settings)) = js {
