@@ -1,9 +1,11 @@
 //! Wiring for the binary: build everything from a [`Config`] and run until shut down.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
@@ -20,57 +22,94 @@ use crate::store::Store;
 ///
 /// # Errors
 ///
-/// [`Error::Key`].
+/// [`Error::Key`]; [`Error::IoAt`] naming the setting and the file.
 pub fn load_keys(config: &Config) -> Result<Vec<ServerKey>> {
-    let mut keys = vec![ServerKey::load(&config.server.key_file)?];
+    let mut keys =
+        vec![ServerKey::load(&config.server.key_file).map_err(in_setting("[server] key_file"))?];
     if let Some(second) = &config.server.second_key_file {
-        keys.push(ServerKey::load(second)?);
+        keys.push(ServerKey::load(second).map_err(in_setting("[server] second_key_file"))?);
     }
     Ok(keys)
+}
+
+/// Adds the setting to an i/o error about the file it names: `[server] key_file = PATH: …`.
+fn in_setting(setting: &'static str) -> impl FnOnce(Error) -> Error {
+    move |e| match e {
+        Error::IoAt { at, source } => Error::IoAt {
+            at: format!("{setting} = {at}"),
+            source,
+        },
+        other => other,
+    }
 }
 
 /// The manufacturer CAs named by the configuration.
 ///
 /// # Errors
 ///
-/// [`Error::Config`] / [`Error::Certificate`].
+/// [`Error::IoAt`] naming the file / [`Error::Certificate`].
 pub fn trust_anchors(config: &Config) -> Result<TrustAnchors> {
     match &config.server.ca_file {
         None => Ok(TrustAnchors::none()),
         Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|e| {
-                Error::Config(format!("cannot read ca_file {}: {e}", path.display()))
-            })?;
+            let text = std::fs::read_to_string(path).map_err(Error::io_at(format_args!(
+                "[server] ca_file = {}",
+                path.display()
+            )))?;
             TrustAnchors::from_pem(&text)
         }
     }
 }
 
-/// Builds the server core from a configuration.
+/// Builds the server core from a configuration, after checking that the storage KEK is the
+/// database's ([`Store::check_kek`]).
 ///
 /// # Errors
 ///
-/// Any configuration, key or store error.
+/// Any configuration, key or store error; [`Error::KekMismatch`] for another database's KEK.
 pub async fn build(config: &Config, metrics: Arc<Metrics>) -> Result<Arc<Server>> {
     let options = config.options()?;
     let kek = config.storage_kek()?;
     let keys = load_keys(config)?;
     let store = Store::open(&config.database.url).await?;
+    if let Err(e) = store.check_kek(&kek).await {
+        store.close().await;
+        return Err(e);
+    }
     Ok(Arc::new(Server::new(store, kek, &keys, options, metrics)?))
 }
 
+/// A bound listen address and the setting it came from.
+struct Listener {
+    listener: TcpListener,
+    addr: SocketAddr,
+    /// `[metrics] bind = 127.0.0.1:9100`, for errors.
+    name: String,
+}
+
+/// Binds the address of `setting` (`[metrics] bind`); errors name both.
+async fn bind(setting: &str, addr: SocketAddr) -> Result<Listener> {
+    let name = format!("{setting} = {addr}");
+    let listener = TcpListener::bind(addr).await.map_err(Error::io_at(&name))?;
+    Ok(Listener {
+        listener,
+        addr,
+        name,
+    })
+}
+
+/// Serves `router` on `listener` until `shutdown`; errors name the listener's setting.
 async fn listen(
-    bind: std::net::SocketAddr,
+    listener: Listener,
     router: axum::Router,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<()> {
-    let listener = tokio::net::TcpListener::bind(bind).await?;
-    axum::serve(listener, router)
+    axum::serve(listener.listener, router)
         .with_graceful_shutdown(async move {
             let _ = shutdown.wait_for(|stop| *stop).await;
         })
-        .await?;
-    Ok(())
+        .await
+        .map_err(Error::io_at(listener.name))
 }
 
 /// The metrics routes: `GET /metrics` and `GET /health`.
@@ -105,30 +144,42 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     let metrics = Arc::new(Metrics::default());
     let server = build(&config, Arc::clone(&metrics)).await?;
     let (stop_tx, stop_rx) = watch::channel(false);
+    // Both listen addresses are bound before anything runs: one in use stops the start-up.
+    let listeners = async {
+        let js = match config.join_server_settings()? {
+            Some((addr, settings)) => Some((bind("[join_server] bind", addr).await?, settings)),
+            None => None,
+        };
+        let metrics = match &config.metrics {
+            Some(m) => Some(bind("[metrics] bind", m.bind).await?),
+            None => None,
+        };
+        Ok::<_, Error>((js, metrics))
+    };
+    let (js, metrics_listener) = match listeners.await {
+        Ok(listeners) => listeners,
+        Err(e) => {
+            server.store().close().await;
+            return Err(e);
+        }
+    };
     let mut tasks = tokio::task::JoinSet::new();
-    if let Some((bind, settings)) = config.join_server_settings()? {
+    if let Some((listener, settings)) = js {
         if settings.token.is_none() {
             warn!("join server without a bearer token: keep it on a trusted network");
         }
         let js = Arc::new(JoinServer::new(Arc::clone(&server), settings));
-        let router = crate::joinserver::router(js);
-        info!(%bind, "join server listening");
-        let rx = stop_rx.clone();
-        let listener = tokio::net::TcpListener::bind(bind).await?;
-        tasks.spawn(async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(async move {
-                    let mut rx = rx;
-                    let _ = rx.wait_for(|stop| *stop).await;
-                })
-                .await
-                .map_err(Error::from)
-        });
-    }
-    if let Some(m) = &config.metrics {
-        info!(bind = %m.bind, "metrics listening");
+        info!(bind = %listener.addr, "join server listening");
         tasks.spawn(listen(
-            m.bind,
+            listener,
+            crate::joinserver::router(js),
+            stop_rx.clone(),
+        ));
+    }
+    if let Some(listener) = metrics_listener {
+        info!(bind = %listener.addr, "metrics listening");
+        tasks.spawn(listen(
+            listener,
             metrics_router(Arc::clone(&metrics)),
             stop_rx.clone(),
         ));

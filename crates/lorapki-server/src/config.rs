@@ -212,10 +212,9 @@ impl Config {
     ///
     /// # Errors
     ///
-    /// [`Error::Config`].
+    /// [`Error::IoAt`] naming the file if it cannot be read, else as [`parse`](Self::parse).
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::Config(format!("cannot read {}: {e}", path.display())))?;
+        let text = std::fs::read_to_string(path).map_err(Error::io_at(path.display()))?;
         Self::parse(&text)
     }
 
@@ -270,27 +269,37 @@ impl Config {
         })
     }
 
-    /// The storage KEK: `LORAPKI_KEK`, else `kek_file`, else `kek`.
+    /// The storage KEK: `LORAPKI_KEK`, else `kek_file`, else `kek`; it carries where it came
+    /// from, which the errors about it name.
     ///
     /// # Errors
     ///
-    /// [`Error::Config`] if none is set, [`Error::Key`] if it is malformed.
+    /// [`Error::Config`] if none is set, [`Error::IoAt`] if `kek_file` cannot be read,
+    /// [`Error::Key`] if it is malformed.
     pub fn storage_kek(&self) -> Result<StorageKek> {
+        let named = |origin: String, text: &str| match StorageKek::from_hex(text) {
+            Ok(kek) => Ok(kek.with_origin(origin)),
+            Err(Error::Key(m)) => Err(Error::Key(format!("{origin}: {m}"))),
+            Err(e) => Err(e),
+        };
         if let Ok(v) = std::env::var("LORAPKI_KEK") {
-            return StorageKek::from_hex(&Zeroizing::new(v));
+            return named(
+                "the environment variable LORAPKI_KEK".into(),
+                &Zeroizing::new(v),
+            );
         }
         if let Some(path) = &self.server.kek_file {
-            let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
-                Error::Config(format!("cannot read kek_file {}: {e}", path.display()))
-            })?);
-            return StorageKek::from_hex(&text);
+            let origin = format!("[server] kek_file = {}", path.display());
+            let text =
+                Zeroizing::new(std::fs::read_to_string(path).map_err(Error::io_at(&origin))?);
+            return named(origin, &text);
         }
         if let Some(k) = &self.server.kek {
-            return StorageKek::from_hex(k);
+            return named("[server] kek in the configuration file".into(), k);
         }
         Err(Error::Config(
             "no storage KEK: set LORAPKI_KEK, server.kek_file or server.kek (64 hex digits; \
-             `lorapki-server keygen` writes one)"
+             `lorapki-server kekgen --kek storage-kek.hex` writes one)"
                 .into(),
         ))
     }
@@ -299,7 +308,7 @@ impl Config {
     ///
     /// # Errors
     ///
-    /// [`Error::Config`] / [`Error::Key`].
+    /// [`Error::Config`] / [`Error::Key`]; [`Error::IoAt`] if `token_file` cannot be read.
     pub fn join_server_settings(
         &self,
     ) -> Result<Option<(SocketAddr, crate::joinserver::JoinServerSettings)>> {
@@ -309,9 +318,10 @@ impl Config {
         let token = if let Ok(t) = std::env::var("LORAPKI_JS_TOKEN") {
             Some(Zeroizing::new(t))
         } else if let Some(path) = &js.token_file {
-            let t = std::fs::read_to_string(path).map_err(|e| {
-                Error::Config(format!("cannot read token_file {}: {e}", path.display()))
-            })?;
+            let t = std::fs::read_to_string(path).map_err(Error::io_at(format_args!(
+                "[join_server] token_file = {}",
+                path.display()
+            )))?;
             Some(Zeroizing::new(t.trim().to_owned()))
         } else {
             js.token.clone().map(Zeroizing::new)
@@ -361,7 +371,7 @@ impl Config {
     ///
     /// # Errors
     ///
-    /// [`Error::Config`] if the file cannot be read.
+    /// [`Error::IoAt`] if `api_token_file` cannot be read.
     pub fn chirpstack_token(&self) -> Result<Option<Zeroizing<String>>> {
         let Some(g) = &self.chirpstack_grpc else {
             return Ok(None);
@@ -370,12 +380,10 @@ impl Config {
             return Ok(Some(Zeroizing::new(t)));
         }
         if let Some(path) = &g.api_token_file {
-            let t = std::fs::read_to_string(path).map_err(|e| {
-                Error::Config(format!(
-                    "cannot read api_token_file {}: {e}",
-                    path.display()
-                ))
-            })?;
+            let t = std::fs::read_to_string(path).map_err(Error::io_at(format_args!(
+                "[chirpstack_grpc] api_token_file = {}",
+                path.display()
+            )))?;
             return Ok(Some(Zeroizing::new(t.trim().to_owned())));
         }
         Ok(g.api_token.clone().map(Zeroizing::new))

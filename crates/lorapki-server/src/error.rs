@@ -27,6 +27,12 @@ pub enum Error {
     Config(String),
     /// A key file, the key-encryption key or a sealed value is unusable.
     Key(String),
+    /// The storage KEK is not the one the database was sealed with (its check value, or for a
+    /// database without one its oldest sealed row, does not open under it).
+    KekMismatch {
+        /// Where the KEK came from (`LORAPKI_KEK`, a file, …), if known; never the key.
+        origin: Option<String>,
+    },
     /// A device certificate did not verify.
     Certificate(String),
     /// The database failed.
@@ -39,6 +45,13 @@ pub enum Error {
     Protocol(lorapki_proto::Error),
     /// A file or socket operation failed.
     Io(std::io::Error),
+    /// A file or socket operation failed on what `at` names.
+    IoAt {
+        /// The file, or the setting and its value (`[join_server] bind = 127.0.0.1:8003`).
+        at: String,
+        /// The failure.
+        source: std::io::Error,
+    },
     /// The MQTT connection failed.
     Mqtt(String),
     /// A malformed network input (JSON, base64, hex, size).
@@ -61,19 +74,47 @@ impl fmt::Display for Error {
             }
             Self::Config(m) => write!(f, "configuration: {m}"),
             Self::Key(m) => write!(f, "key: {m}"),
+            Self::KekMismatch { origin } => {
+                f.write_str(
+                    "the storage KEK does not match the one this database was sealed with",
+                )?;
+                if let Some(origin) = origin {
+                    write!(f, " (KEK taken from {origin})")?;
+                }
+                f.write_str("; nothing was changed")
+            }
             Self::Certificate(m) => write!(f, "certificate: {m}"),
             Self::Store(m) => write!(f, "store: {m}"),
             Self::Conflict => f.write_str("concurrent update of the same device"),
             Self::UnknownDevice => f.write_str("device not registered"),
             Self::Protocol(e) => write!(f, "protocol: {e}"),
             Self::Io(e) => write!(f, "i/o: {e}"),
+            Self::IoAt { at, source } => write!(f, "i/o: {at}: {source}"),
             Self::Mqtt(m) => write!(f, "mqtt: {m}"),
             Self::Malformed(m) => write!(f, "malformed input: {m}"),
         }
     }
 }
 
-impl std::error::Error for Error {}
+impl Error {
+    /// Turns an i/o error into [`Error::IoAt`] naming `at` (a path, or a setting and its value):
+    /// `.map_err(Error::io_at(path.display()))`.
+    pub fn io_at(at: impl fmt::Display) -> impl FnOnce(std::io::Error) -> Self {
+        let at = at.to_string();
+        move |source| Self::IoAt { at, source }
+    }
+}
+
+/// The wrapped error is also in the text (`Display`), so that a one-line report is complete.
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Io(e) | Self::IoAt { source: e, .. } => Some(e),
+            Self::Protocol(e) => Some(e),
+            _ => None,
+        }
+    }
+}
 
 impl From<std::io::Error> for Error {
     fn from(e: std::io::Error) -> Self {
@@ -101,3 +142,32 @@ impl From<lorapki_proto::Error> for Error {
 
 /// The crate's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    #[test]
+    fn io_errors_name_what_failed_and_keep_their_source() {
+        let e = Error::io_at("[metrics] bind = 127.0.0.1:9100")(std::io::Error::from(
+            std::io::ErrorKind::AddrInUse,
+        ));
+        assert!(
+            e.to_string()
+                .starts_with("i/o: [metrics] bind = 127.0.0.1:9100: "),
+            "{e}"
+        );
+        let source = e.source().expect("the i/o error is the source");
+        let io = source.downcast_ref::<std::io::Error>().unwrap();
+        assert_eq!(io.kind(), std::io::ErrorKind::AddrInUse);
+        assert!(Error::from(std::io::Error::other("x")).source().is_some());
+        assert!(
+            Error::Protocol(lorapki_proto::Error::StaleSession)
+                .source()
+                .is_some()
+        );
+        assert!(Error::Config("x".into()).source().is_none());
+    }
+}

@@ -78,12 +78,10 @@ impl ServerKey {
     ///
     /// # Errors
     ///
-    /// [`Error::Io`] or [`Error::Key`].
+    /// [`Error::IoAt`] naming the file, or [`Error::Key`].
     pub fn load(path: &Path) -> Result<Self> {
         let text =
-            Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
-                Error::Key(format!("cannot read server key {}: {e}", path.display()))
-            })?);
+            Zeroizing::new(std::fs::read_to_string(path).map_err(Error::io_at(path.display()))?);
         Self::from_pem(&text)
     }
 
@@ -141,18 +139,19 @@ pub fn generate() -> Result<(Zeroizing<String>, ServerKey)> {
 ///
 /// # Errors
 ///
-/// [`Error::Io`] if the file exists or cannot be written.
+/// [`Error::IoAt`] naming the file if it exists (kind `AlreadyExists`) or cannot be written.
 pub fn generate_file(path: &Path) -> Result<ServerKey> {
     let (pem, key) = generate()?;
     write_secret_file(path, pem.as_bytes())?;
     Ok(key)
 }
 
-/// Writes a new file readable only by its owner (0600 on Unix); fails if it exists.
+/// Writes a new file readable only by its owner (0600 on Unix; elsewhere the directory's
+/// default permissions); fails if it exists.
 ///
 /// # Errors
 ///
-/// [`Error::Io`].
+/// [`Error::IoAt`] naming the file (kind `AlreadyExists` if it exists).
 pub fn write_secret_file(path: &Path, contents: &[u8]) -> Result<()> {
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
@@ -161,10 +160,10 @@ pub fn write_secret_file(path: &Path, contents: &[u8]) -> Result<()> {
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(0o600);
     }
-    let mut file = options.open(path)?;
-    file.write_all(contents)?;
-    file.sync_all()?;
-    Ok(())
+    let mut file = options.open(path).map_err(Error::io_at(path.display()))?;
+    file.write_all(contents)
+        .and_then(|()| file.sync_all())
+        .map_err(Error::io_at(path.display()))
 }
 
 #[cfg(test)]
@@ -188,8 +187,18 @@ mod tests {
         assert_eq!(loaded.public(), key.public());
         assert_eq!(loaded.key_id(), key.key_id());
         assert!(!format!("{loaded:?}").contains(&hex::encode(loaded.scalar.expose_secret())));
-        // Never overwrites.
-        assert!(generate_file(&path).is_err());
+        // Never overwrites, and says which file.
+        match generate_file(&path) {
+            Err(Error::IoAt { at, source }) => {
+                assert_eq!(at, path.display().to_string());
+                assert_eq!(source.kind(), std::io::ErrorKind::AlreadyExists);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
+        let missing = dir.path().join("missing.pem");
+        let e = ServerKey::load(&missing).unwrap_err().to_string();
+        assert!(e.contains("missing.pem"), "{e}");
         assert!(
             ServerKey::from_pem("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----")
                 .is_err()

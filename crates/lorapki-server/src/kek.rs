@@ -6,18 +6,25 @@ use std::fmt;
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use aes_kw::{KwAes128, KwAes192, KwAes256};
+use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
 
 const SEALED_FORMAT: u8 = 1;
 const NONCE_LEN: usize = 12;
+/// The owner of the check value, and the label it seals.
+const CHECK_AAD: &[u8] = b"lorapki kek check v1";
+const CHECK_LABEL: &[u8] = b"lorapki storage KEK check value";
 
 /// The at-rest key-encryption key: AES-256-GCM with a random 96-bit nonce per sealed value and
 /// the owner (DevEUI and purpose) as associated data, so that a sealed value copied to another
-/// row does not open. `Debug` is redacted; the key is zeroized on drop.
+/// row does not open. `Debug` is redacted; the key is zeroized on drop. It also carries where it
+/// came from (a file path, `LORAPKI_KEK`, …), never the key, for the error that names it when a
+/// database was sealed under another key.
 pub struct StorageKek {
     cipher: Aes256Gcm,
+    origin: Option<String>,
 }
 
 impl fmt::Debug for StorageKek {
@@ -32,6 +39,46 @@ impl StorageKek {
     pub fn from_bytes(key: &[u8; 32]) -> Self {
         Self {
             cipher: Aes256Gcm::new(&(*key).into()),
+            origin: None,
+        }
+    }
+
+    /// The same key, noting where it came from (`"LORAPKI_KEK"`, a file path, …) for error
+    /// messages. Never pass the key itself.
+    #[must_use]
+    pub fn with_origin(mut self, origin: impl Into<String>) -> Self {
+        self.origin = Some(origin.into());
+        self
+    }
+
+    /// Where the key came from, if noted.
+    #[must_use]
+    pub fn origin(&self) -> Option<&str> {
+        self.origin.as_deref()
+    }
+
+    /// The database's check value: a fixed label sealed under this key (its own owner, so no
+    /// other sealed value passes for it).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Key`] if the system RNG fails.
+    pub fn seal_check(&self) -> Result<Vec<u8>> {
+        self.seal(CHECK_AAD, CHECK_LABEL)
+    }
+
+    /// Whether `sealed` is a check value made by [`seal_check`](Self::seal_check) under this key.
+    #[must_use]
+    pub fn opens_check(&self, sealed: &[u8]) -> bool {
+        self.open(CHECK_AAD, sealed)
+            .is_ok_and(|label| bool::from(label.as_slice().ct_eq(CHECK_LABEL)))
+    }
+
+    /// The error for a database sealed under another key, naming where this one came from.
+    #[must_use]
+    pub fn mismatch(&self) -> Error {
+        Error::KekMismatch {
+            origin: self.origin.clone(),
         }
     }
 
@@ -284,5 +331,26 @@ mod tests {
         assert!(kek.open(b"dev-a", &[]).is_err());
         assert!(StorageKek::from_hex("abcd").is_err());
         assert_eq!(format!("{kek:?}"), "StorageKek(REDACTED)");
+    }
+
+    #[test]
+    fn check_value_opens_only_under_its_key() {
+        let kek = StorageKek::from_hex(&"11".repeat(32)).unwrap();
+        let check = kek.seal_check().unwrap();
+        assert!(kek.opens_check(&check));
+        let other = StorageKek::from_hex(&"22".repeat(32))
+            .unwrap()
+            .with_origin("LORAPKI_KEK");
+        assert!(!other.opens_check(&check));
+        // Another sealed value of the same key is no check value.
+        assert!(!kek.opens_check(&kek.seal(b"dev-a", CHECK_LABEL).unwrap()));
+        assert!(!kek.opens_check(&[]));
+        let e = other.mismatch().to_string();
+        assert!(
+            e.contains("does not match the one this database was sealed with")
+                && e.contains("LORAPKI_KEK"),
+            "{e}"
+        );
+        assert!(!format!("{other:?}").contains("22"));
     }
 }

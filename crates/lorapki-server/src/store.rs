@@ -27,6 +27,10 @@ use crate::lorawan::MacVersion;
 use crate::registry::NewDevice;
 
 const MIGRATION_1: &str = include_str!("../migrations/0001_init.sql");
+const MIGRATION_2: &str = include_str!("../migrations/0002_kek_check.sql");
+
+/// The `meta` row holding the storage KEK's check value.
+const KEK_CHECK: &str = "kek_check";
 
 #[derive(Debug)]
 struct Embedded;
@@ -42,13 +46,22 @@ impl<'s> MigrationSource<'s> for Embedded {
         >,
     > {
         Box::pin(async {
-            Ok(vec![Migration::new(
-                1,
-                Cow::Borrowed("init"),
-                MigrationType::Simple,
-                Cow::Borrowed(MIGRATION_1),
-                false,
-            )])
+            Ok(vec![
+                Migration::new(
+                    1,
+                    Cow::Borrowed("init"),
+                    MigrationType::Simple,
+                    Cow::Borrowed(MIGRATION_1),
+                    false,
+                ),
+                Migration::new(
+                    2,
+                    Cow::Borrowed("kek check"),
+                    MigrationType::Simple,
+                    Cow::Borrowed(MIGRATION_2),
+                    false,
+                ),
+            ])
         })
     }
 }
@@ -341,7 +354,8 @@ impl Store {
     ///
     /// # Errors
     ///
-    /// [`Error::Store`] if it cannot be opened or migrated.
+    /// [`Error::Store`] naming the database (without credentials) if it cannot be opened or
+    /// migrated.
     pub async fn open(url: &str) -> Result<Self> {
         DRIVERS.call_once(sqlx::any::install_default_drivers);
         let (backend, url) = if url.starts_with("sqlite:") {
@@ -386,12 +400,16 @@ impl Store {
                         })
                     })
                     .connect(&url)
-                    .await?
+                    .await
             }
-            Backend::Postgres => options.max_connections(16).connect(&url).await?,
-        };
+            Backend::Postgres => options.max_connections(16).connect(&url).await,
+        }
+        .map_err(|e| Error::Store(format!("database {}: {e}", display_url(&url))))?;
         let migrator = Migrator::new(Embedded).await?;
-        migrator.run(&pool).await?;
+        migrator
+            .run(&pool)
+            .await
+            .map_err(|e| Error::Store(format!("database {}: migration: {e}", display_url(&url))))?;
         Ok(Self { pool, backend })
     }
 
@@ -406,12 +424,27 @@ impl Store {
         self.pool.close().await;
     }
 
-    /// Imports devices, all or nothing: if any DevEUI is already registered, nothing is stored
-    /// and the error names each such line.
+    /// Checks that `kek` is the storage KEK this database is sealed under; at its first use on
+    /// a database, writes the database's check value under it. Run it before anything seals or
+    /// opens with `kek` (`serve` does; [`import_devices`](Self::import_devices) checks itself).
     ///
     /// # Errors
     ///
-    /// [`Error::Import`] or [`Error::Store`].
+    /// [`Error::KekMismatch`] (nothing written), or [`Error::Store`].
+    pub async fn check_kek(&self, kek: &StorageKek) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        check_kek_in(&mut tx, kek).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Imports devices, all or nothing: if any DevEUI is already registered, nothing is stored
+    /// and the error names each such line. `kek` must be the database's (see
+    /// [`check_kek`](Self::check_kek), which runs in the same transaction).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Import`], [`Error::KekMismatch`] or [`Error::Store`].
     pub async fn import_devices(
         &self,
         devices: &[(usize, NewDevice)],
@@ -419,6 +452,7 @@ impl Store {
         now_ms: i64,
     ) -> Result<usize> {
         let mut tx = self.pool.begin().await?;
+        check_kek_in(&mut tx, kek).await?;
         let mut errors = Vec::new();
         for (line, d) in devices {
             let exists = sqlx::query("SELECT 1 FROM devices WHERE dev_eui = $1")
@@ -729,6 +763,84 @@ impl Store {
     }
 }
 
+/// The database's KEK check value, if it has one.
+async fn kek_check_value(conn: &mut sqlx::AnyConnection) -> Result<Option<Vec<u8>>> {
+    let row = sqlx::query("SELECT value FROM meta WHERE name = $1")
+        .bind(KEK_CHECK)
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(row.map(|r| r.try_get("value")).transpose()?)
+}
+
+/// [`Store::check_kek`] inside the caller's transaction.
+async fn check_kek_in(conn: &mut sqlx::AnyConnection, kek: &StorageKek) -> Result<()> {
+    if let Some(check) = kek_check_value(conn).await? {
+        return if kek.opens_check(&check) {
+            Ok(())
+        } else {
+            Err(kek.mismatch())
+        };
+    }
+    // No check value: an empty database, or one written before the check value existed
+    // (schema version 1), which may already hold sealed rows. Those rows were sealed under the
+    // database's KEK, so before `kek` is pinned, one of them must open under it: the root keys
+    // of the oldest device, else (no device) a session snapshot. A database that the earlier
+    // version sealed under two KEKs keeps the KEK of its oldest device.
+    let device = sqlx::query(
+        "SELECT dev_eui, active_keys FROM devices ORDER BY created_ms, dev_eui LIMIT 1",
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    if let Some(row) = device {
+        let sealed: Vec<u8> = row.try_get("active_keys")?;
+        if open_root_keys(kek, eui(&row, "dev_eui")?, &sealed).is_err() {
+            return Err(kek.mismatch());
+        }
+    } else if let Some(row) =
+        sqlx::query("SELECT dev_eui, snapshot FROM sessions ORDER BY updated_ms, dev_eui LIMIT 1")
+            .fetch_optional(&mut *conn)
+            .await?
+    {
+        let sealed: Vec<u8> = row.try_get("snapshot")?;
+        if open_snapshot(kek, eui(&row, "dev_eui")?, &sealed).is_err() {
+            return Err(kek.mismatch());
+        }
+    }
+    let written =
+        sqlx::query("INSERT INTO meta (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
+            .bind(KEK_CHECK)
+            .bind(kek.seal_check()?)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+    if written == 0 {
+        // Another instance pinned its KEK meanwhile: it must be this one too.
+        let check = kek_check_value(conn)
+            .await?
+            .ok_or_else(|| Error::Store("the KEK check value vanished".into()))?;
+        if !kek.opens_check(&check) {
+            return Err(kek.mismatch());
+        }
+    }
+    Ok(())
+}
+
+/// A database URL for messages: without its password and query (which may carry one).
+fn display_url(url: &str) -> String {
+    let url = url.split('?').next().unwrap_or(url);
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    match authority.rsplit_once('@') {
+        Some((user_info, host)) => {
+            let user = user_info.split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}@{host}{path}")
+        }
+        None => url.to_owned(),
+    }
+}
+
 /// Checks that a versioned write changed its one row: none means the row changed (or is gone)
 /// since it was read, [`Error::Conflict`].
 fn one_row(affected: u64) -> Result<()> {
@@ -842,5 +954,37 @@ impl Store {
             out.push((eui(r, "dev_eui")?, key));
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_urls_are_shown_without_secrets() {
+        for (url, shown) in [
+            (
+                "sqlite:///var/lib/lorapki.db",
+                "sqlite:///var/lib/lorapki.db",
+            ),
+            ("sqlite://lorapki.db?mode=rwc", "sqlite://lorapki.db"),
+            (
+                "postgres://lorapki:s3cret@db.example:5432/lorapki?sslmode=require",
+                "postgres://lorapki@db.example:5432/lorapki",
+            ),
+            ("postgres://u:p@w@host/db", "postgres://u@host/db"),
+            ("postgres://host/db?password=s3cret", "postgres://host/db"),
+        ] {
+            assert_eq!(display_url(url), shown);
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unopenable_database_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/missing-dir/x.db", dir.path().display());
+        let e = Store::open(&url).await.unwrap_err().to_string();
+        assert!(e.contains("missing-dir/x.db"), "{e}");
     }
 }

@@ -8,14 +8,16 @@ mod common;
 
 use std::path::Path;
 use std::process::Command;
+use std::sync::Arc;
 
 use common::*;
+use lorapki_server::config::Config;
 use lorapki_server::registry::{
     Check, ImportPolicy, TrustAnchors, check_registered_identities, parse_csv, parse_csv_with,
     parse_json, parse_json_with, text_names_dev_eui,
 };
 use lorapki_server::store::{Commit, KeyOp, SessionWrite, open_root_keys};
-use lorapki_server::{Error, Eui64, KeyState, StorageKek, Store};
+use lorapki_server::{Error, Eui64, KeyState, Metrics, StorageKek, Store, app};
 
 const KEY_A: &str = "2b7e151628aed2a6abf7158809cf4f3c";
 
@@ -814,4 +816,129 @@ async fn store_suite_postgres() {
     let db = Db::postgres().await.unwrap();
     reset_postgres(&db.url()).await;
     store_suite(db).await;
+}
+
+/// Rows of the `meta` table (the KEK check value), read beside the store.
+async fn meta_rows(url: &str) -> i64 {
+    use sqlx::{Connection, Row};
+    sqlx::any::install_default_drivers();
+    let mut c = sqlx::AnyConnection::connect(url).await.unwrap();
+    let n: i64 = sqlx::query("SELECT COUNT(*) AS n FROM meta")
+        .fetch_one(&mut c)
+        .await
+        .unwrap()
+        .try_get("n")
+        .unwrap();
+    c.close().await.unwrap();
+    n
+}
+
+/// One database, one storage KEK: the first use of a KEK pins it (a sealed check value), and a
+/// well-formed but different KEK is refused by `app::build` (what `serve` runs) and by the
+/// import, which then stores nothing. A database of the previous version (sealed rows, no check
+/// value) is verified by opening one of its rows, and gets its check value from the right KEK.
+async fn wrong_kek_suite(db: Db) {
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("server.pem");
+    lorapki_server::identity::generate_file(&key_file).unwrap();
+    let config = |kek: &str| {
+        Config::parse(&format!(
+            "[server]\nkey_file = {:?}\nkek = \"{kek}\"\n[database]\nurl = {:?}\n",
+            key_file.display().to_string(),
+            db.url()
+        ))
+        .unwrap()
+    };
+    let wrong_hex = "44".repeat(32);
+    let wrong = StorageKek::from_hex(&wrong_hex).unwrap();
+    let refused = |e: Error| {
+        let text = e.to_string();
+        assert!(
+            text.contains("the storage KEK does not match the one this database was sealed with")
+                && text.contains("[server] kek "),
+            "{text}"
+        );
+    };
+    // An empty database: the first server pins its KEK.
+    let server = app::build(&config(KEK_HEX), Arc::new(Metrics::default()))
+        .await
+        .unwrap();
+    server.store().close().await;
+    drop(server);
+    refused(
+        app::build(&config(&wrong_hex), Arc::new(Metrics::default()))
+            .await
+            .unwrap_err(),
+    );
+    let store = Store::open(&db.url()).await.unwrap();
+    let k = public_hex(1);
+    let csv = format!(
+        "dev_eui,join_eui,lorawan_version,app_key,identity_key\n\
+         70b3d57e00000001,70b3d57ed0000000,1.0.3,{KEY_A},{k}\n"
+    );
+    let devices = parse_csv(&csv, &TrustAnchors::none(), now()).unwrap();
+    let e = store.import_devices(&devices, &wrong, 1).await.unwrap_err();
+    assert!(e.to_string().contains("does not match"), "{e}");
+    assert!(
+        store.list_devices().await.unwrap().is_empty(),
+        "nothing imported"
+    );
+    assert_eq!(store.import_devices(&devices, &kek(), 1).await.unwrap(), 1);
+    store.close().await;
+    assert_eq!(meta_rows(&db.url()).await, 1);
+
+    // The previous version's database: sealed rows and no check value.
+    {
+        use sqlx::Connection;
+        let mut c = sqlx::AnyConnection::connect(&db.url()).await.unwrap();
+        sqlx::query("DELETE FROM meta")
+            .execute(&mut c)
+            .await
+            .unwrap();
+        c.close().await.unwrap();
+    }
+    refused(
+        app::build(&config(&wrong_hex), Arc::new(Metrics::default()))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(
+        meta_rows(&db.url()).await,
+        0,
+        "a wrong KEK writes no check value"
+    );
+    let store = Store::open(&db.url()).await.unwrap();
+    let two = csv.replace("70b3d57e00000001", "70b3d57e00000002");
+    let two = parse_csv(&two, &TrustAnchors::none(), now()).unwrap();
+    assert!(store.import_devices(&two, &wrong, 2).await.is_err());
+    assert_eq!(store.list_devices().await.unwrap().len(), 1);
+    store.close().await;
+    assert_eq!(meta_rows(&db.url()).await, 0);
+    let server = app::build(&config(KEK_HEX), Arc::new(Metrics::default()))
+        .await
+        .unwrap();
+    server.store().close().await;
+    assert_eq!(meta_rows(&db.url()).await, 1, "the right KEK writes it");
+    refused(
+        app::build(&config(&wrong_hex), Arc::new(Metrics::default()))
+            .await
+            .unwrap_err(),
+    );
+    println!("wrong-KEK suite passed on {}", db.name());
+}
+
+#[tokio::test]
+async fn wrong_kek_is_refused_sqlite() {
+    wrong_kek_suite(Db::sqlite()).await;
+}
+
+#[tokio::test]
+async fn wrong_kek_is_refused_postgres() {
+    if skip("LORAPKI_TEST_POSTGRES", "wrong-KEK suite on PostgreSQL") {
+        return;
+    }
+    let _lock = PG_LOCK.lock().await;
+    let db = Db::postgres().await.unwrap();
+    reset_postgres(&db.url()).await;
+    wrong_kek_suite(db).await;
 }

@@ -1,6 +1,7 @@
 //! `lorapki-server`: the lorapki PKI server binary (thin: CLI, configuration, wiring).
 
-use std::path::PathBuf;
+use std::fmt;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::SystemTime;
 
@@ -17,14 +18,22 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Create the server's ECDSA P-384 signing key (PKCS#8 PEM, mode 0600) and print its key id.
+    /// Create the server's ECDSA P-384 signing key (PKCS#8 PEM, mode 0600 on Unix) and print
+    /// its key id.
     Keygen {
         /// Where to write the key (never overwritten).
         #[arg(long, default_value = "server-key.pem")]
         key: PathBuf,
-        /// Also create a storage KEK file (64 hex digits, mode 0600).
+        /// Also create a storage KEK file there, as `kekgen` does.
         #[arg(long)]
         kek: Option<PathBuf>,
+    },
+    /// Create the storage KEK alone: 64 hex digits (mode 0600 on Unix) that seal the root keys
+    /// and sessions in the database; `[server] kek_file` names the file.
+    Kekgen {
+        /// Where to write it (never overwritten).
+        #[arg(long, default_value = "storage-kek.hex")]
+        kek: PathBuf,
     },
     /// The device registry.
     Devices {
@@ -89,79 +98,153 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> Result<(), Error> {
+/// Why a command failed: a library error, or the command's own refusal.
+enum Failure {
+    Lib(Error),
+    Refused(String),
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        Self::Lib(e)
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Lib(e) => e.fmt(f),
+            Self::Refused(m) => f.write_str(m),
+        }
+    }
+}
+
+/// How the secret files are protected, for the messages.
+const SECRET_MODE: &str = if cfg!(unix) { " (mode 0600)" } else { "" };
+
+/// Refuses to replace `path` (given with the option `flag`); a secret file is never
+/// overwritten.
+fn refuse_existing(path: &Path, flag: &str) -> Result<(), Failure> {
+    if path.symlink_metadata().is_ok() {
+        return Err(Failure::Refused(format!(
+            "{} already exists; not overwritten (remove it or choose another {flag})",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Writes a new storage KEK file (the caller checked that `path` is free).
+fn write_kek(path: &Path) -> Result<(), Failure> {
+    let hex = StorageKek::generate_hex()?;
+    match identity::write_secret_file(path, hex.as_bytes()) {
+        // Created meanwhile by someone else.
+        Err(Error::IoAt { source, .. }) if source.kind() == std::io::ErrorKind::AlreadyExists => {
+            refuse_existing(path, "--kek")
+        }
+        Err(e) => Err(e.into()),
+        Ok(()) => {
+            println!(
+                "storage KEK written to {}{SECRET_MODE}; keep a copy apart from the database",
+                path.display()
+            );
+            Ok(())
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Keygen { key, kek } => {
-            let k = identity::generate_file(&key)?;
-            println!("server key written to {} (mode 0600)", key.display());
+            // Both files are checked before either is written.
+            refuse_existing(&key, "--key")?;
+            if let Some(path) = &kek {
+                refuse_existing(path, "--kek")?;
+            }
+            let k = match identity::generate_file(&key) {
+                Err(Error::IoAt { source, .. })
+                    if source.kind() == std::io::ErrorKind::AlreadyExists =>
+                {
+                    return refuse_existing(&key, "--key");
+                }
+                other => other?,
+            };
+            println!("server key written to {}{SECRET_MODE}", key.display());
             println!(
                 "public key (SEC1 compressed): {}",
                 hex::encode(k.public().as_bytes())
             );
             println!("key id: {}", hex::encode(k.key_id()));
             if let Some(path) = kek {
-                let hex = StorageKek::generate_hex()?;
-                identity::write_secret_file(&path, hex.as_bytes())?;
-                println!("storage KEK written to {} (mode 0600)", path.display());
+                write_kek(&path)?;
             }
             Ok(())
+        }
+        Command::Kekgen { kek } => {
+            refuse_existing(&kek, "--kek")?;
+            write_kek(&kek)
         }
         Command::Devices { command, config } => {
             let config = Config::load(&config)?;
             let store = Store::open(&config.database.url).await?;
-            let result = match command {
-                DevicesCommand::Import { file, allow } => {
-                    let text = std::fs::read_to_string(&file).map_err(|e| {
-                        Error::Config(format!("cannot read {}: {e}", file.display()))
-                    })?;
-                    let anchors = app::trust_anchors(&config)?;
-                    let name = file.to_string_lossy();
-                    let policy = allow
-                        .into_iter()
-                        .fold(registry::ImportPolicy::default(), |p, c| p.allowing(c));
-                    let mut parsed = registry::parse_file_with(
-                        &name,
-                        &text,
-                        &anchors,
-                        SystemTime::now(),
-                        &policy,
-                    )?;
-                    registry::check_registered_identities(&store, &mut parsed, &policy).await?;
-                    let kek = config.storage_kek()?;
-                    let n = store
-                        .import_devices(&parsed.devices, &kek, server::now_ms())
-                        .await?;
-                    for w in &parsed.warnings {
-                        eprintln!("warning: {w}");
+            // In a block of its own, so that the store is closed on every outcome.
+            let result: Result<(), Error> = async {
+                match command {
+                    DevicesCommand::Import { file, allow } => {
+                        // The KEK first: a missing or malformed one is reported before the file's
+                        // contents, and `import_devices` refuses another database's KEK.
+                        let kek = config.storage_kek()?;
+                        let text =
+                            std::fs::read_to_string(&file).map_err(Error::io_at(file.display()))?;
+                        let anchors = app::trust_anchors(&config)?;
+                        let name = file.to_string_lossy();
+                        let policy = allow
+                            .into_iter()
+                            .fold(registry::ImportPolicy::default(), |p, c| p.allowing(c));
+                        let mut parsed = registry::parse_file_with(
+                            &name,
+                            &text,
+                            &anchors,
+                            SystemTime::now(),
+                            &policy,
+                        )?;
+                        registry::check_registered_identities(&store, &mut parsed, &policy).await?;
+                        let n = store
+                            .import_devices(&parsed.devices, &kek, server::now_ms())
+                            .await?;
+                        for w in &parsed.warnings {
+                            eprintln!("warning: {w}");
+                        }
+                        println!("imported {n} devices");
+                        Ok(())
                     }
-                    println!("imported {n} devices");
-                    Ok(())
-                }
-                DevicesCommand::List => {
-                    println!(
-                        "{:<16}  {:<16}  {:<7}  {:<11}  {:>3}  identity",
-                        "dev_eui", "join_eui", "lorawan", "key_state", "gen"
-                    );
-                    for d in store.list_devices().await? {
+                    DevicesCommand::List => {
                         println!(
-                            "{:<16}  {:<16}  {:<7}  {:<11}  {:>3}  {}",
-                            d.dev_eui.to_string(),
-                            d.join_eui.to_string(),
-                            d.mac_version,
-                            d.key_state.as_str(),
-                            d.generation,
-                            d.identity_source
+                            "{:<16}  {:<16}  {:<7}  {:<11}  {:>3}  identity",
+                            "dev_eui", "join_eui", "lorawan", "key_state", "gen"
                         );
+                        for d in store.list_devices().await? {
+                            println!(
+                                "{:<16}  {:<16}  {:<7}  {:<11}  {:>3}  {}",
+                                d.dev_eui.to_string(),
+                                d.join_eui.to_string(),
+                                d.mac_version,
+                                d.key_state.as_str(),
+                                d.generation,
+                                d.identity_source
+                            );
+                        }
+                        Ok(())
                     }
-                    Ok(())
                 }
-            };
+            }
+            .await;
             store.close().await;
-            result
+            Ok(result?)
         }
         Command::Serve { config } => {
             let config = Config::load(&config)?;
-            app::serve(config, shutdown_signal()).await
+            Ok(app::serve(config, shutdown_signal()).await?)
         }
     }
 }

@@ -89,7 +89,7 @@ pub async fn reset_postgres(url: &str) {
     use sqlx::Connection;
     sqlx::any::install_default_drivers();
     let mut c = sqlx::AnyConnection::connect(url).await.unwrap();
-    for t in ["devices", "sessions", "key_history"] {
+    for t in ["devices", "sessions", "key_history", "meta"] {
         sqlx::query(&format!("DELETE FROM {t}"))
             .execute(&mut c)
             .await
