@@ -19,8 +19,8 @@ pub use error::{CryptoFault, Error, FailReason};
 pub use keys::{LorawanVersion, NewRootKeys};
 #[cfg(feature = "alloc")]
 pub use server::{
-    DeviceRecord, RateLimit, ServerConfig, ServerEndpoint, ServerEvent, SessionSnapshot,
-    UplinkOutcome,
+    DeviceRecord, RateLimit, ServerConfig, ServerContext, ServerEndpoint, ServerEvent,
+    ServerSession, SessionSnapshot, UplinkOutcome, unknown_device_abort,
 };
 pub use time::{Duration, Instant};
 

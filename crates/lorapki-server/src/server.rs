@@ -1,8 +1,8 @@
-//! The server core: owns the sans-IO [`ServerEndpoint`]s and the crypto backend, and applies
-//! every input to the store transactionally.
+//! The server core: owns the crypto backends and applies every input to the store
+//! transactionally, running each device's sans-IO [`ServerSession`].
 //!
-//! The store is the only state: for each input the device's [`SessionSnapshot`] is loaded,
-//! imported into an endpoint, the input applied, the events turned into key operations, and the
+//! The store is the only state: for each input the device's [`SessionSnapshot`] is loaded into
+//! a [`ServerSession`], the input applied, the events turned into key operations, and the
 //! new snapshot and the key operations committed together (guarded by row versions). Only then is
 //! the downlink released. So any instance can serve any frame of any device, a crash between two
 //! steps loses nothing that was acknowledged, and memory holds no per-device state between
@@ -17,8 +17,8 @@ use getrandom::SysRng;
 use lorapki_crypto::{KeySlot, RootKeySlot};
 use lorapki_crypto_soft::SoftBackend;
 use lorapki_proto::{
-    DeviceRecord, Duration, FailReason, Instant, RateLimit, ServerConfig, ServerEndpoint,
-    ServerEvent, SessionSnapshot,
+    DeviceRecord, Duration, FailReason, Instant, RateLimit, ServerConfig, ServerContext,
+    ServerEvent, ServerSession, SessionSnapshot, unknown_device_abort,
 };
 use lorapki_wire::{CommandRepr, Reason};
 use tracing::{debug, info, warn};
@@ -104,24 +104,18 @@ fn duration(d: StdDuration) -> Duration {
     Duration::from_millis(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// One server key's two endpoints: `normal`, and `full`, configured with no room for new runs,
-/// used while the store-wide pending bound is reached.
-struct KeyEndpoints {
-    normal: ServerEndpoint,
-    full: ServerEndpoint,
-}
-
-/// A crypto backend with the server keys installed and their endpoints. Holds no device state
-/// between inputs (every device is imported, served and forgotten).
+/// A crypto backend with the server keys installed, and one session context per key. Holds no
+/// device state between inputs: every input runs on a [`ServerSession`] made from the device's
+/// stored snapshot, and the store-wide pending bound is given to it as an input.
 struct Engine {
     backend: Backend,
-    keys: Vec<KeyEndpoints>,
+    contexts: Vec<ServerContext>,
 }
 
 impl Engine {
     fn new(keys: &[ServerKey], options: &ServerOptions) -> Result<Self> {
         let mut backend = SoftBackend::new(SysRng);
-        let mut endpoints = Vec::new();
+        let mut contexts = Vec::new();
         for (i, key) in keys.iter().enumerate() {
             let slot = KeySlot(u8::try_from(i).map_err(|_| Error::Key("too many keys".into()))?);
             key.install(&mut backend, slot)?;
@@ -131,16 +125,11 @@ impl Engine {
                 burst: options.runs_burst,
                 refill: duration(options.runs_refill),
             };
-            config.max_pending_sessions = usize::MAX;
-            let normal = ServerEndpoint::new(&mut backend, config.clone());
-            config.max_pending_sessions = 0;
-            let full = ServerEndpoint::new(&mut backend, config);
-            endpoints.push(KeyEndpoints { normal, full });
+            // The bound is the store's (all devices, all instances): see `Server::run`.
+            config.max_pending_sessions = options.max_pending_sessions;
+            contexts.push(ServerContext::new(&mut backend, config));
         }
-        Ok(Self {
-            backend,
-            keys: endpoints,
-        })
+        Ok(Self { backend, contexts })
     }
 }
 
@@ -694,8 +683,9 @@ impl Server {
             None => None,
         };
         let engine = Arc::clone(&self.engines[shard_of(dev_eui, self.engines.len())]);
-        let full = usize::try_from(self.pending.load(Ordering::Relaxed)).unwrap_or(0)
-            >= self.options.max_pending_sessions;
+        // The store-wide pending bound (all devices, all instances), as the session's input.
+        let room_for_new_run = usize::try_from(self.pending.load(Ordering::Relaxed)).unwrap_or(0)
+            < self.options.max_pending_sessions;
         let n = self.options.max_downlink_payload;
         let before = snapshot
             .as_ref()
@@ -705,32 +695,55 @@ impl Server {
                 .lock()
                 .map_err(|_| Error::Key("crypto engine poisoned".into()))?;
             let engine = &mut *guard;
-            let keys = engine
-                .keys
-                .get_mut(key_index)
+            let context = engine
+                .contexts
+                .get(key_index)
                 .ok_or_else(|| Error::Key("server key index".into()))?;
-            let endpoint = if full {
-                &mut keys.full
-            } else {
-                &mut keys.normal
-            };
             let d = dev_eui.0;
-            if let Some(s) = &snapshot {
-                endpoint.import(s)?;
-            }
             let now = instant(now);
+            let mut buf = [0u8; lorapki_wire::MAX_PAYLOAD];
+            let nothing = |downlink: Option<Vec<u8>>, error| Output {
+                events: Vec::new(),
+                downlink,
+                snapshot: None,
+                pending: false,
+                deadline_ms: None,
+                key_work_nanos: None,
+                error,
+            };
+            if let Input::Uplink {
+                record: None,
+                payload,
+            } = &input
+            {
+                // Unregistered: no state, no key work; only an Abort is owed (§8).
+                let downlink =
+                    unknown_device_abort(payload, n, &mut buf)?.map(|t| buf[..t.len].to_vec());
+                return Ok(nothing(downlink, Some(lorapki_proto::Error::UnknownDevice)));
+            }
+            let mut session = match (&snapshot, &input) {
+                (Some(s), _) => ServerSession::from_snapshot(s)?,
+                (None, Input::Uplink { .. }) => ServerSession::new(context, d, now),
+                // A confirmation or a timeout for a device with no state changes nothing.
+                (None, _) => return Ok(nothing(None, None)),
+            };
             let mut error = None;
             let mut key_work_nanos = None;
             match input {
                 Input::Uplink { record, payload } => {
                     let started = std::time::Instant::now();
-                    match endpoint.handle_uplink(
-                        &mut engine.backend,
-                        now,
-                        &d,
-                        record.as_ref(),
-                        &payload,
-                    ) {
+                    let result = match record.as_ref() {
+                        Some(record) => session.handle_uplink(
+                            &mut engine.backend,
+                            context,
+                            now,
+                            record,
+                            &payload,
+                            room_for_new_run,
+                        ),
+                        None => Err(lorapki_proto::Error::UnknownDevice), // returned above
+                    };
+                    match result {
                         Ok(outcome) => {
                             if outcome.key_work {
                                 key_work_nanos =
@@ -740,30 +753,30 @@ impl Server {
                         Err(e) => error = Some(e),
                     }
                 }
-                Input::Confirmed(slot) => endpoint.handle_session_confirmed(&d, slot),
-                Input::Timeout => endpoint.handle_timeout(now),
+                Input::Confirmed(slot) => session.handle_session_confirmed(slot),
+                Input::Timeout => session.handle_timeout(context, now),
             }
             let mut events = Vec::new();
-            while let Some(event) = endpoint.poll_event() {
+            while let Some(event) = session.poll_event() {
                 events.push(event);
             }
-            let mut buf = [0u8; lorapki_wire::MAX_PAYLOAD];
-            let downlink = endpoint
-                .poll_transmit(&d, n, &mut buf)?
+            let downlink = session
+                .poll_transmit(n, &mut buf)?
                 .map(|t| buf[..t.len].to_vec());
-            let pending = endpoint.pending_sessions() > 0;
-            let deadline_ms = endpoint
-                .poll_timeout()
+            let pending = session.is_pending();
+            let deadline_ms = session
+                .poll_timeout(context)
                 .map(|t| i64::try_from(t.as_millis()).unwrap_or(i64::MAX));
-            let exported = endpoint
-                .export(&d)
-                .map(|s| Zeroizing::new(s.as_bytes().to_vec()));
-            endpoint.forget(&d);
-            // Only a changed state is written back.
-            let snapshot = match (exported, before) {
-                (Some(after), Some(before)) if *after == *before => None,
-                (after, _) => after,
+            let exported = Zeroizing::new(session.export().as_bytes().to_vec());
+            // Only a changed state is written back; a device with no stored state that is left
+            // as a fresh session (a refused frame) writes nothing.
+            let unchanged = match &before {
+                Some(before) => *exported == **before,
+                None => {
+                    exported.as_slice() == ServerSession::new(context, d, now).export().as_bytes()
+                }
             };
+            let snapshot = (!unchanged).then_some(exported);
             Ok(Output {
                 events,
                 downlink,

@@ -24,7 +24,8 @@ use lorapki_crypto::{AesKey, PublicKey, Secret, Signature};
 use lorapki_wire::{Code, Reassembler, Session};
 use zeroize::Zeroize;
 
-use super::{DeviceEntry, DeviceRecord, PendingSession, ServerCommand};
+use super::DeviceRecord;
+use super::session::{DeviceState, PendingSession, ServerCommand};
 use crate::error::Error;
 use crate::keys::{LorawanVersion, NewRootKeys, SessionKeys};
 use crate::outbox::{Entry, Outbox, QUEUE_LEN, Status};
@@ -34,7 +35,7 @@ const FORMAT: u8 = 1;
 const NONE: u8 = 0xff;
 
 /// The serialized state of one device at the server: store it (encrypted: it holds the derived
-/// keys of a pending run) and give it to [`ServerEndpoint::import`](super::ServerEndpoint::import)
+/// keys of a pending run) and give it to [`ServerSession::from_snapshot`](super::ServerSession::from_snapshot)
 /// on any instance. The bytes are zeroized on drop; `Debug` shows only the length.
 #[derive(Clone, PartialEq, Eq)]
 pub struct SessionSnapshot(Vec<u8>);
@@ -64,7 +65,7 @@ impl SessionSnapshot {
         Self(bytes.to_vec())
     }
 
-    pub(super) fn encode(dev_eui: &[u8; 8], entry: &DeviceEntry) -> Self {
+    pub(super) fn encode(dev_eui: &[u8; 8], entry: &DeviceState) -> Self {
         let mut w = Vec::with_capacity(700);
         w.push(FORMAT);
         w.extend_from_slice(dev_eui);
@@ -82,7 +83,7 @@ impl SessionSnapshot {
         Self(w)
     }
 
-    pub(super) fn decode(&self) -> Result<([u8; 8], DeviceEntry), Error> {
+    pub(super) fn decode(&self) -> Result<([u8; 8], DeviceState), Error> {
         let mut r = Reader { bytes: &self.0 };
         if r.u8()? != FORMAT {
             return Err(MALFORMED);
@@ -106,7 +107,7 @@ impl SessionSnapshot {
         }
         Ok((
             dev_eui,
-            DeviceEntry {
+            DeviceState {
                 last_session,
                 tokens,
                 refilled_at,
