@@ -9,6 +9,7 @@ use lorapki_wire::{
     Reassembler, Session, SigVerifyAnsRepr, SigVerifyReqRepr,
 };
 
+use crate::acceptance::{JoinEffect, KeyAcceptance};
 use crate::codec::{self, Incoming};
 use crate::error::{Error, FailReason};
 use crate::keys::{self, KeyId, LorawanVersion, NewRootKeys, Role, SessionKeys, Transcript};
@@ -359,19 +360,20 @@ impl ServerEndpoint {
         let Some(entry) = self.devices.get_mut(dev_eui) else {
             return;
         };
-        if !entry.staged {
+        let effect = KeyAcceptance::new(entry.staged).effect(key);
+        if effect == JoinEffect::Unchanged {
             return;
         }
         entry.staged = false;
         entry.pending = None;
-        match key {
-            RootKeySlot::Staged => {
+        match effect {
+            JoinEffect::Confirm => {
                 self.events
                     .push_back(ServerEvent::ActivateNewKey { dev_eui: *dev_eui });
                 self.events
                     .push_back(ServerEvent::Completed { dev_eui: *dev_eui });
             }
-            RootKeySlot::Active => {
+            JoinEffect::RollBack => {
                 self.events
                     .push_back(ServerEvent::RollBack { dev_eui: *dev_eui });
                 self.events.push_back(ServerEvent::Failed {
@@ -379,6 +381,7 @@ impl ServerEndpoint {
                     reason: FailReason::RolledBack,
                 });
             }
+            JoinEffect::Unchanged => {}
         }
     }
 
