@@ -375,13 +375,20 @@ impl<X: Exchange> EndDevice<X> {
 
     fn join_request(&mut self, slot: RootKeySlot, channel: u32) -> Option<Uplink> {
         let nonce = self.dev_nonce;
-        let phy = mac::device_join_request(
-            &self.store,
+        let request = mac::device_join_request(
+            &mut *self.store.borrow_mut(),
             slot,
             &self.setup.join_eui,
             &self.setup.dev_eui,
             nonce,
-        )?;
+        );
+        let phy = match request {
+            Ok(phy) => phy,
+            Err(e) => {
+                self.report.errors.push(e.into());
+                return None;
+            }
+        };
         // DevNonce increases strictly across all JoinRequests (LoRaWAN 1.0.4, PROTOCOL.md §7).
         self.dev_nonce = self.dev_nonce.wrapping_add(1);
         self.report.join_requests += 1;
@@ -508,8 +515,17 @@ impl<X: Exchange> AirDevice for EndDevice<X> {
         let in_flight = self.in_flight.take();
         match in_flight {
             Some(InFlight::Join { slot, nonce }) => {
-                let keys = downlink
-                    .and_then(|d| mac::device_open_join_accept(&self.store, slot, &d.phy, nonce));
+                let opened = downlink.map(|d| {
+                    mac::device_open_join_accept(&mut *self.store.borrow_mut(), slot, &d.phy, nonce)
+                });
+                let keys = match opened {
+                    Some(Ok(keys)) => keys,
+                    Some(Err(e)) => {
+                        self.report.errors.push(e.into());
+                        None
+                    }
+                    None => None,
+                };
                 let accepted = keys.is_some();
                 if let Some(keys) = keys {
                     self.mac = Some(MacState {

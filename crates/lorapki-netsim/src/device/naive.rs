@@ -4,7 +4,9 @@ use std::collections::VecDeque;
 
 use lorapki_crypto::{CryptoBackend, PublicKey, RootKeySlot, Signature};
 use lorapki_proto::keys::{self, KeyId, Role, SessionKeys as ProtoKeys, Transcript};
-use lorapki_proto::{DeviceConfig, DeviceEvent, Duration, Error, FailReason, Instant};
+use lorapki_proto::{
+    DeviceConfig, DeviceEvent, Duration, Error, FailReason, Instant, JoinEffect, KeyAcceptance,
+};
 use lorapki_wire::{
     AbortRepr, Code, Command, CommandRepr, Commands, FragmentRepr, KeyChangeReqRepr, Part,
     PubKeyAnsRepr, PubKeyReqRepr, Reassembler, Session, SigVerifyAnsRepr, SigVerifyReqRepr,
@@ -549,18 +551,23 @@ impl Exchange for NaiveExchange {
         let NaiveState::Rejoin(attempts) = &mut self.state else {
             return Err(Error::InvalidState);
         };
-        match (slot, accepted) {
-            (RootKeySlot::Staged, true) => {
+        if !accepted {
+            *attempts += 1;
+            return Ok(());
+        }
+        // Rejoining, the device holds a staged key.
+        match KeyAcceptance::new(true).effect(slot) {
+            JoinEffect::Confirm => {
                 self.state = NaiveState::Idle;
                 self.failures = 0;
                 self.events.push_back(DeviceEvent::ActivateNewKey);
                 self.events.push_back(DeviceEvent::Completed);
             }
-            (RootKeySlot::Active, true) => {
+            JoinEffect::RollBack => {
                 self.events.push_back(DeviceEvent::RollBack);
                 self.fail(backend, now, FailReason::RolledBack);
             }
-            (_, false) => *attempts += 1,
+            JoinEffect::Unchanged => {}
         }
         Ok(())
     }

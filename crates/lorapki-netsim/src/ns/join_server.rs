@@ -1,10 +1,11 @@
 //! The simulated join server: the root keys it accepts per device, DevNonce checks, JoinAccepts.
 
 use std::collections::BTreeMap;
+use std::convert::Infallible;
 
 use lorapki_crypto::{AesKey, RootKeySlot};
-use lorawan::default_crypto::DefaultFactory;
-use lorawan::keys::{AES128, CryptoFactory, Mac};
+use lorapki_join::KeyOps;
+use lorapki_proto::KeyAcceptance;
 
 use crate::mac::{self, JoinAcceptFields, SessionKeys};
 
@@ -37,6 +38,16 @@ struct JsDevice {
     staged: Option<AesKey>,
     last_dev_nonce: Option<u16>,
     join_nonce: u32,
+}
+
+impl JsDevice {
+    /// The key in `slot`, if that slot holds one.
+    fn key(&self, slot: RootKeySlot) -> Option<&AesKey> {
+        match slot {
+            RootKeySlot::Active => Some(&self.active),
+            RootKeySlot::Staged => self.staged.as_ref(),
+        }
+    }
 }
 
 /// Why the join server refused a JoinRequest.
@@ -130,20 +141,14 @@ impl JoinServer {
         slot: RootKeySlot,
         message: &[u8],
     ) -> Option<[u8; 16]> {
-        let d = self.devices.get(dev_eui)?;
-        let key = match slot {
-            RootKeySlot::Active => &d.active,
-            RootKeySlot::Staged => d.staged.as_ref()?,
-        };
-        let mut cmac = DefaultFactory.new_mac(&AES128(*key.expose_secret()));
-        cmac.input(message);
-        let mut out = [0; 16];
-        out.copy_from_slice(&cmac.result());
-        Some(out)
+        let mut key = self.devices.get(dev_eui)?.key(slot)?;
+        let Ok(tag) = key.cmac(&[message]);
+        Some(tag)
     }
 
-    /// Handles a JoinRequest: MIC under the active key, then the staged key; DevNonce must
-    /// increase (LoRaWAN 1.0.4); the JoinAccept is encrypted under the key that verified.
+    /// Handles a JoinRequest: the MIC under the keys [`KeyAcceptance`] accepts (the active key,
+    /// then the staged key); DevNonce must increase (LoRaWAN 1.0.4); the JoinAccept is encrypted
+    /// under the key that verified.
     ///
     /// # Errors
     ///
@@ -160,14 +165,17 @@ impl JoinServer {
             .get_mut(&fields.dev_eui)
             .filter(|d| d.join_eui == fields.join_eui)
             .ok_or(JoinRefusal::Unknown)?;
-        let (slot, key) = if mac::join_request_mic_ok(phy, d.active.expose_secret()) {
-            (RootKeySlot::Active, *d.active.expose_secret())
-        } else if let Some(staged) = d.staged.as_ref()
-            && mac::join_request_mic_ok(phy, staged.expose_secret())
-        {
-            (RootKeySlot::Staged, *staged.expose_secret())
-        } else {
-            return Err(JoinRefusal::Mic);
+        let acceptance = KeyAcceptance::new(d.staged.is_some());
+        let verified = acceptance.verify(|slot| {
+            Ok::<_, Infallible>(
+                d.key(slot)
+                    .is_some_and(|k| mac::join_request_mic_ok(phy, k.expose_secret())),
+            )
+        });
+        let Ok(verified) = verified;
+        let (slot, key) = match verified.and_then(|slot| Some((slot, d.key(slot)?))) {
+            Some((slot, key)) => (slot, *key.expose_secret()),
+            None => return Err(JoinRefusal::Mic),
         };
         if d.last_dev_nonce
             .is_some_and(|last| fields.dev_nonce <= last)
