@@ -1,31 +1,21 @@
-//! LoRaWAN 1.0.x join frames computed inside a [`RootKeyStore`] (TS001-1.0.4 §6.2.4–§6.2.6).
+//! LoRaWAN 1.0.x join frames computed inside a [`RootKeyStore`] (TS001-1.0.4 §6.2.4–§6.2.6), on
+//! `lorapki-join`, the workspace's one implementation of the join procedure.
 //!
 //! The root key never leaves the store: the JoinRequest MIC is a [`RootKeyStore::root_cmac`], the
 //! JoinAccept is decrypted block by block with [`RootKeyStore::root_encrypt_block`] (LoRaWAN
-//! decrypts a JoinAccept with an AES *encrypt*), and so are the session keys derived.
+//! decrypts a JoinAccept with an AES *encrypt*), and so are the session keys derived
+//! ([`StoreKey`]).
 //!
 //! Multi-byte fields are little-endian on the air; EUIs are held most significant byte first (as
 //! `lorapki-proto` holds them) and reversed into the frame.
 
 use lorapki_crypto::{AesKey, Result, RootKeyKind, RootKeySlot, RootKeyStore};
-use lorawan::keys::{AES128, CryptoFactory, Decrypter, Mac};
-use subtle::ConstantTimeEq;
-use zeroize::Zeroize;
-
-/// Length of a JoinRequest PHY payload.
-pub(crate) const JOIN_REQUEST_LEN: usize = 23;
-/// The longest JoinAccept PHY payload (with a CFList).
-pub(crate) const JOIN_ACCEPT_MAX_LEN: usize = 33;
-/// MHDR of a JoinRequest (MType 000, Major 00).
-const MHDR_JOIN_REQUEST: u8 = 0x00;
-/// MHDR of a JoinAccept (MType 001, Major 00).
-const MHDR_JOIN_ACCEPT: u8 = 0x20;
-/// The largest 24-bit JoinNonce.
-pub(crate) const JOIN_NONCE_MAX: u32 = 0x00ff_ffff;
+pub(crate) use lorapki_join::{JOIN_ACCEPT_MAX_LEN, JOIN_NONCE_MAX, JOIN_REQUEST_LEN};
+use lorapki_join::{JoinAccept, JoinRequest, StoreKey};
 
 /// Whether a PHY payload is a LoRaWAN R1 JoinRequest (by MHDR and length).
 pub(crate) fn is_join_request(phy: &[u8]) -> bool {
-    phy.len() == JOIN_REQUEST_LEN && phy[0] == MHDR_JOIN_REQUEST
+    JoinRequest::parse(phy).is_ok()
 }
 
 /// A JoinRequest under the AppKey in `slot` (§6.2.5).
@@ -36,28 +26,18 @@ pub(crate) fn join_request<S: RootKeyStore>(
     dev_eui: &[u8; 8],
     dev_nonce: u16,
 ) -> Result<[u8; JOIN_REQUEST_LEN]> {
-    let mut frame = [0u8; JOIN_REQUEST_LEN];
-    frame[0] = MHDR_JOIN_REQUEST;
-    for (i, byte) in join_eui.iter().rev().enumerate() {
-        frame[1 + i] = *byte;
-    }
-    for (i, byte) in dev_eui.iter().rev().enumerate() {
-        frame[9 + i] = *byte;
-    }
-    frame[17..19].copy_from_slice(&dev_nonce.to_le_bytes());
-    let mic = store.root_cmac(slot, RootKeyKind::AppKey, &[&frame[..19]])?;
-    frame[19..].copy_from_slice(&mic[..4]);
-    Ok(frame)
+    let request = JoinRequest {
+        join_eui: *join_eui,
+        dev_eui: *dev_eui,
+        dev_nonce,
+    };
+    request.build(StoreKey::new(store, slot, RootKeyKind::AppKey))
 }
 
 /// A JoinAccept that verified under a root key, and the session it creates.
 pub(crate) struct AcceptedJoin {
-    /// MHDR of the frame.
-    pub(crate) mhdr: u8,
-    /// JoinNonce (AppNonce) ‖ NetID ‖ DevAddr ‖ DLSettings ‖ RxDelay ‖ [CFList], decrypted.
-    pub(crate) fields: [u8; JOIN_ACCEPT_MAX_LEN - 5],
-    /// How many bytes of `fields` are used: 12, or 28 with a CFList.
-    pub(crate) fields_len: usize,
+    /// The decrypted fields (JoinNonce, NetID, DevAddr, DLSettings, RxDelay, CFList).
+    pub(crate) accept: JoinAccept,
     /// The JoinNonce, a 24-bit counter in LoRaWAN 1.0.4.
     pub(crate) join_nonce: u32,
     /// The DevAddr, in the frame's (little-endian) byte order.
@@ -66,12 +46,6 @@ pub(crate) struct AcceptedJoin {
     pub(crate) nwk_skey: AesKey,
     /// AppSKey.
     pub(crate) app_skey: AesKey,
-}
-
-impl Drop for AcceptedJoin {
-    fn drop(&mut self) {
-        self.fields.zeroize();
-    }
 }
 
 /// Decrypts and verifies a JoinAccept under the AppKey in `slot`, and derives the session keys
@@ -85,55 +59,17 @@ pub(crate) fn open_join_accept<S: RootKeyStore>(
     phy: &[u8],
     dev_nonce: u16,
 ) -> Result<Option<AcceptedJoin>> {
-    let len = phy.len();
-    if (len != 17 && len != JOIN_ACCEPT_MAX_LEN) || phy[0] != MHDR_JOIN_ACCEPT {
+    let mut key = StoreKey::new(store, slot, RootKeyKind::AppKey);
+    let Some(accept) = JoinAccept::open_1_0(&mut key, phy)? else {
         return Ok(None);
-    }
-    let mhdr = phy[0];
-    let mut plain = [0u8; JOIN_ACCEPT_MAX_LEN - 1];
-    let body = &mut plain[..len - 1];
-    body.copy_from_slice(&phy[1..]);
-    for block in body.chunks_exact_mut(16) {
-        let mut b = [0u8; 16];
-        b.copy_from_slice(block);
-        store.root_encrypt_block(slot, RootKeyKind::AppKey, &mut b)?;
-        block.copy_from_slice(&b);
-        b.zeroize();
-    }
-    let fields_len = len - 5;
-    let mic = store.root_cmac(slot, RootKeyKind::AppKey, &[&[mhdr], &body[..fields_len]])?;
-    let verified: bool = mic[..4].ct_eq(&body[fields_len..]).into();
-    if !verified {
-        plain.zeroize();
-        return Ok(None);
-    }
-    let mut fields = [0u8; JOIN_ACCEPT_MAX_LEN - 5];
-    fields[..fields_len].copy_from_slice(&plain[..fields_len]);
-    plain.zeroize();
-    let join_nonce = u32::from_le_bytes([fields[0], fields[1], fields[2], 0]);
-    let mut dev_addr = [0u8; 4];
-    dev_addr.copy_from_slice(&fields[6..10]);
-    // NwkSKey = aes128_encrypt(AppKey, 0x01 | AppNonce | NetID | DevNonce | pad16), AppSKey with
-    // 0x02 (§6.2.6.1, LoRaWAN 1.0.x).
-    let derive = |store: &mut S, prefix: u8| -> Result<AesKey> {
-        let mut key = AesKey::new_zeroed();
-        let block = key.as_mut_bytes();
-        block[0] = prefix;
-        block[1..7].copy_from_slice(&fields[..6]);
-        block[7..9].copy_from_slice(&dev_nonce.to_le_bytes());
-        store.root_encrypt_block(slot, RootKeyKind::AppKey, block)?;
-        Ok(key)
     };
-    let nwk_skey = derive(store, 0x01)?;
-    let app_skey = derive(store, 0x02)?;
+    let keys = accept.session_keys_1_0(&mut key, dev_nonce)?;
     Ok(Some(AcceptedJoin {
-        mhdr,
-        fields,
-        fields_len,
-        join_nonce,
-        dev_addr,
-        nwk_skey,
-        app_skey,
+        accept,
+        join_nonce: accept.join_nonce,
+        dev_addr: accept.dev_addr.to_le_bytes(),
+        nwk_skey: keys.nwk_s_key,
+        app_skey: keys.app_s_key,
     }))
 }
 
@@ -141,31 +77,15 @@ pub(crate) fn open_join_accept<S: RootKeyStore>(
 /// sent it under that key: the MAC, which holds `key` as its "AppKey", then accepts it.
 ///
 /// Writes the PHY payload into `out` and returns its length.
-pub(crate) fn seal_join_accept<C: CryptoFactory>(
-    factory: &C,
+pub(crate) fn seal_join_accept(
     key: &AesKey,
     accepted: &AcceptedJoin,
     out: &mut [u8; JOIN_ACCEPT_MAX_LEN],
 ) -> usize {
-    let aes_key = AES128(*key.expose_secret());
-    let fields = &accepted.fields[..accepted.fields_len];
-    let mut mac = factory.new_mac(&aes_key);
-    mac.input(&[accepted.mhdr]);
-    mac.input(fields);
-    let tag = mac.result();
-    let len = accepted.fields_len + 5;
-    out[0] = accepted.mhdr;
-    out[1..1 + accepted.fields_len].copy_from_slice(fields);
-    out[1 + accepted.fields_len..len].copy_from_slice(&tag[..4]);
-    // The join server "encrypts" with an AES decrypt so that the device decrypts with an encrypt.
-    let cipher = factory.new_dec(&aes_key);
-    for block in out[1..len].chunks_exact_mut(16) {
-        let mut b = generic_array::GenericArray::clone_from_slice(block);
-        cipher.decrypt_block(&mut b);
-        block.copy_from_slice(b.as_slice());
-        b.as_mut_slice().zeroize();
-    }
-    len
+    let frame = accepted.accept.seal_1_0(key);
+    let bytes = frame.as_bytes();
+    out[..bytes.len()].copy_from_slice(bytes);
+    bytes.len()
 }
 
 #[cfg(test)]
@@ -175,15 +95,13 @@ mod tests {
     use lorapki_crypto::{RootKeys, Secret};
     use lorapki_crypto_soft::SoftKeyStore;
     use lorawan::creator::{JoinAcceptCreator, JoinRequestCreator};
-    use lorawan::default_crypto::DefaultFactory;
-    use lorawan::keys::{AppEui, AppKey, DevEui};
+    use lorawan::keys::{AES128, AppEui, AppKey, DevEui};
     use lorawan::parser::{
         DevNonce, EncryptedJoinAcceptPayload, JoinAcceptPayload, JoinRequestPayload, PhyPayload,
         parse,
     };
 
     use super::*;
-    use crate::crypto::MacCrypto;
 
     const APP_KEY: [u8; 16] = [0x2b; 16];
     const JOIN_EUI: [u8; 8] = [0x70, 0xb3, 0xd5, 0x7e, 0xd0, 0, 0, 0];
@@ -261,21 +179,21 @@ mod tests {
             fields[12 + 3 * i..15 + 3 * i].copy_from_slice(&f.to_le_bytes()[..3]);
         }
         let accepted = AcceptedJoin {
-            mhdr: MHDR_JOIN_ACCEPT,
-            fields,
-            fields_len: 28,
+            accept: JoinAccept {
+                join_nonce: app_nonce,
+                net_id: 0x13,
+                dev_addr: 0x2602_0304,
+                dl_settings: fields[10],
+                rx_delay: fields[11],
+                cf_list: fields[12..28].try_into().ok(),
+            },
             join_nonce: app_nonce,
             dev_addr: [0x04, 0x03, 0x02, 0x26],
             nwk_skey: AesKey::new_zeroed(),
             app_skey: AesKey::new_zeroed(),
         };
         let mut out = [0u8; JOIN_ACCEPT_MAX_LEN];
-        let len = seal_join_accept(
-            &DefaultFactory,
-            &AesKey::from_array(key),
-            &accepted,
-            &mut out,
-        );
+        let len = seal_join_accept(&AesKey::from_array(key), &accepted, &mut out);
         let mut copy = out;
         let encrypted = EncryptedJoinAcceptPayload::new(&mut copy[..len]).unwrap();
         let decrypted = encrypted.decrypt(&AppKey::from(key));
@@ -297,7 +215,7 @@ mod tests {
                 .unwrap();
             assert_eq!(accepted.join_nonce, 0x0a0b0c);
             assert_eq!(accepted.dev_addr, [0x04, 0x03, 0x02, 0x26]);
-            assert_eq!(accepted.fields_len, if cf_list { 28 } else { 12 });
+            assert_eq!(accepted.accept.cf_list.is_some(), cf_list);
             // The session keys agree with the lorawan crate's derivation under the real key.
             let mut copy = phy.clone();
             let PhyPayload::JoinAccept(JoinAcceptPayload::Encrypted(encrypted)) =
@@ -325,7 +243,7 @@ mod tests {
             // Resealed under another key, it verifies under that key with the same content.
             let relay = AesKey::from_array([0x5a; 16]);
             let mut out = [0u8; JOIN_ACCEPT_MAX_LEN];
-            let len = seal_join_accept(&MacCrypto, &relay, &accepted, &mut out);
+            let len = seal_join_accept(&relay, &accepted, &mut out);
             assert_eq!(len, phy.len());
             let encrypted = EncryptedJoinAcceptPayload::new(&mut out[..len]).unwrap();
             let resealed = encrypted.decrypt(&AppKey::from([0x5a; 16]));

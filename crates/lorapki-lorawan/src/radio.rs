@@ -17,6 +17,8 @@
 //!
 //! The root key never leaves the store, and a JoinAccept the MAC accepts is one the store verified.
 
+use core::marker::PhantomData;
+
 use lorapki_crypto::{AesKey, RootKeySlot, RootKeyStore};
 use lorawan::keys::CryptoFactory;
 use lorawan_device::Timings;
@@ -63,11 +65,12 @@ pub(crate) struct JoinOutcome {
 }
 
 /// The application's radio `R` with the key store `S`, as `lorawan-device`'s `nb_device` drives it
-/// (see the module documentation). `C` is the crypto factory that seals JoinAccepts for the MAC.
+/// (see the module documentation). `C` is the MAC's crypto factory, the one `lorawan-device` is
+/// built with; the JoinAccepts the relay hands the MAC are sealed by `lorapki-join`.
 pub struct MacRadio<R, S, C> {
     radio: R,
     store: S,
-    factory: C,
+    factory: PhantomData<C>,
     relay: Option<JoinRelay>,
     rx: [u8; JOIN_ACCEPT_MAX_LEN],
     rx_len: usize,
@@ -80,7 +83,7 @@ impl<R, S: RootKeyStore, C: CryptoFactory + Default> MacRadio<R, S, C> {
         Self {
             radio,
             store,
-            factory: C::default(),
+            factory: PhantomData,
             relay: None,
             rx: [0; JOIN_ACCEPT_MAX_LEN],
             rx_len: 0,
@@ -151,12 +154,7 @@ impl<R, S: RootKeyStore, C: CryptoFactory + Default> MacRadio<R, S, C> {
                 {
                     return;
                 }
-                self.rx_len = frames::seal_join_accept(
-                    &self.factory,
-                    &join.relay_key,
-                    &accepted,
-                    &mut self.rx,
-                );
+                self.rx_len = frames::seal_join_accept(&join.relay_key, &accepted, &mut self.rx);
                 relay.accepted = Some(accepted);
             }
             Ok(None) => {}

@@ -1,32 +1,28 @@
-//! Real LoRaWAN 1.0.x PHY payloads, built and checked with the `lorawan` crate: JoinRequest,
-//! JoinAccept (encrypted, MIC), session-key derivation, and data frames (FRMPayload encryption,
-//! MIC, FCnt).
+//! Real LoRaWAN 1.0.x PHY payloads: the join frames and session keys of `lorapki-join` (the
+//! workspace's one implementation of the join procedure), and data frames (FRMPayload
+//! encryption, MIC, FCnt) with the `lorawan` crate.
 //!
-//! On the device side the root key never leaves its [`RootKeyStore`]: [`StoreFactory`] gives the
-//! `lorawan` crate a MAC and a block cipher that compute inside the store (as a secure element
-//! would), so a JoinRequest MIC, a JoinAccept decryption and the session-key derivation all run
-//! under the key in a given [`RootKeySlot`].
+//! On the device side the root key never leaves its [`RootKeyStore`]: a JoinRequest MIC, a
+//! JoinAccept decryption and the session-key derivation all run inside the store
+//! ([`lorapki_join::StoreKey`]), under the key in a given [`RootKeySlot`], as a secure element
+//! would.
 //!
 //! Multi-byte fields are written in LoRaWAN's little-endian order; EUIs are taken most
 //! significant byte first (as `lorapki-proto` holds them) and reversed on the air.
 
-use std::cell::{Cell, RefCell};
-
-use generic_array::GenericArray;
-use generic_array::typenum::U16;
-use lorapki_crypto::{RootKeyKind, RootKeySlot, RootKeyStore};
-use lorawan::creator::{DataPayloadCreator, JoinAcceptCreator, JoinRequestCreator};
+use lorapki_crypto::{AesKey, RootKeyKind, RootKeySlot, RootKeyStore};
+use lorapki_join::{JoinAccept, JoinRequest, StoreKey};
+use lorawan::creator::DataPayloadCreator;
 use lorawan::default_crypto::DefaultFactory;
-use lorawan::keys::{AES128, AppKey, CryptoFactory, Decrypter, Encrypter, Mac, NewSKey};
-use lorawan::parser::{
-    DataHeader, DecryptedJoinAcceptPayload, DevNonce, EncryptedDataPayload,
-    EncryptedJoinAcceptPayload, FCtrl, FRMPayload, JoinRequestPayload, MHDR, MType,
-};
+use lorawan::keys::{AES128, NewSKey};
+use lorawan::parser::{DataHeader, EncryptedDataPayload, FCtrl, FRMPayload, MHDR, MType};
+use zeroize::Zeroize;
 
 use crate::region::{JOIN_ACCEPT_LEN, JOIN_REQUEST_LEN};
 
-/// The keys and counters of one LoRaWAN 1.0.x session (ABP-like state after a join).
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// The keys and counters of one LoRaWAN 1.0.x session (ABP-like state after a join). The keys
+/// are zeroized on drop and redacted in `Debug`.
+#[derive(Clone, PartialEq, Eq)]
 pub struct SessionKeys {
     /// The device address the JoinAccept assigned.
     pub dev_addr: u32,
@@ -36,200 +32,86 @@ pub struct SessionKeys {
     pub app_skey: [u8; 16],
 }
 
-/// A `lorawan` crypto factory whose MAC and cipher run inside a root-key store, under `slot`'s
-/// AppKey; the key the `lorawan` crate passes in is ignored.
-pub struct StoreFactory<'a, S> {
-    store: &'a RefCell<S>,
-    slot: RootKeySlot,
-    fault: &'a Cell<bool>,
-}
-
-impl<'a, S: RootKeyStore> StoreFactory<'a, S> {
-    /// A factory over `store`'s AppKey in `slot`; a store error sets `fault` (and the result is
-    /// then garbage, so a MIC check fails).
-    pub fn new(store: &'a RefCell<S>, slot: RootKeySlot, fault: &'a Cell<bool>) -> Self {
-        Self { store, slot, fault }
+impl core::fmt::Debug for SessionKeys {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("SessionKeys")
+            .field("dev_addr", &format_args!("{:08x}", self.dev_addr))
+            .finish_non_exhaustive()
     }
 }
 
-/// The MAC of a [`StoreFactory`]: buffers its input, computes the CMAC in the store.
-pub struct StoreMac<'a, S> {
-    factory: StoreFactory<'a, S>,
-    input: Vec<u8>,
+impl Drop for SessionKeys {
+    fn drop(&mut self) {
+        self.nwk_skey.zeroize();
+        self.app_skey.zeroize();
+    }
 }
 
-/// The block cipher of a [`StoreFactory`].
-pub struct StoreCipher<'a, S> {
-    factory: StoreFactory<'a, S>,
-}
-
-impl<S> Clone for StoreFactory<'_, S> {
-    fn clone(&self) -> Self {
+impl SessionKeys {
+    fn from_join(dev_addr: u32, keys: &lorapki_join::SessionKeys10) -> Self {
         Self {
-            store: self.store,
-            slot: self.slot,
-            fault: self.fault,
+            dev_addr,
+            nwk_skey: *keys.nwk_s_key.expose_secret(),
+            app_skey: *keys.app_s_key.expose_secret(),
         }
     }
-}
-
-impl<'a, S: RootKeyStore> CryptoFactory for StoreFactory<'a, S> {
-    type E = StoreCipher<'a, S>;
-    type D = StoreCipher<'a, S>;
-    type M = StoreMac<'a, S>;
-
-    fn new_enc(&self, _key: &AES128) -> Self::E {
-        StoreCipher {
-            factory: self.clone(),
-        }
-    }
-
-    fn new_dec(&self, _key: &AES128) -> Self::D {
-        StoreCipher {
-            factory: self.clone(),
-        }
-    }
-
-    fn new_mac(&self, _key: &AES128) -> Self::M {
-        StoreMac {
-            factory: self.clone(),
-            input: Vec::new(),
-        }
-    }
-}
-
-impl<S: RootKeyStore> Encrypter for StoreCipher<'_, S> {
-    fn encrypt_block(&self, block: &mut GenericArray<u8, U16>) {
-        let mut bytes = [0u8; 16];
-        bytes.copy_from_slice(block);
-        let f = &self.factory;
-        if f.store
-            .borrow_mut()
-            .root_encrypt_block(f.slot, RootKeyKind::AppKey, &mut bytes)
-            .is_err()
-        {
-            f.fault.set(true);
-        }
-        block.copy_from_slice(&bytes);
-    }
-}
-
-impl<S: RootKeyStore> Decrypter for StoreCipher<'_, S> {
-    /// A device never runs the AES decryption (LoRaWAN encrypts JoinAccepts with AES *decrypt* on
-    /// the server side only); the key store offers none, so this marks a fault.
-    fn decrypt_block(&self, block: &mut GenericArray<u8, U16>) {
-        self.factory.fault.set(true);
-        block.iter_mut().for_each(|b| *b = 0);
-    }
-}
-
-impl<S: RootKeyStore> Mac for StoreMac<'_, S> {
-    fn input(&mut self, data: &[u8]) {
-        self.input.extend_from_slice(data);
-    }
-
-    fn reset(&mut self) {
-        self.input.clear();
-    }
-
-    fn result(self) -> GenericArray<u8, U16> {
-        let f = &self.factory;
-        let tag = f
-            .store
-            .borrow_mut()
-            .root_cmac(f.slot, RootKeyKind::AppKey, &[&self.input])
-            .unwrap_or_else(|_| {
-                f.fault.set(true);
-                [0; 16]
-            });
-        GenericArray::clone_from_slice(&tag)
-    }
-}
-
-fn reversed(eui: &[u8; 8]) -> [u8; 8] {
-    let mut out = *eui;
-    out.reverse();
-    out
 }
 
 /// A JoinRequest from `dev_eui` (MSB first) under the AppKey in `slot` of `store`.
+///
+/// # Errors
+///
+/// The store cannot compute under that key (e.g. nothing is staged).
 pub fn device_join_request<S: RootKeyStore>(
-    store: &RefCell<S>,
+    store: &mut S,
     slot: RootKeySlot,
     join_eui: &[u8; 8],
     dev_eui: &[u8; 8],
     dev_nonce: u16,
-) -> Option<[u8; JOIN_REQUEST_LEN]> {
-    let fault = Cell::new(false);
-    let factory = StoreFactory::new(store, slot, &fault);
-    let mut creator = JoinRequestCreator::with_options([0u8; JOIN_REQUEST_LEN], factory).ok()?;
-    creator
-        .set_app_eui(&reversed(join_eui))
-        .set_dev_eui(&reversed(dev_eui))
-        .set_dev_nonce(&dev_nonce.to_le_bytes());
-    let mut out = [0u8; JOIN_REQUEST_LEN];
-    out.copy_from_slice(creator.build(&AppKey::from([0; 16])));
-    (!fault.get()).then_some(out)
+) -> lorapki_crypto::Result<[u8; JOIN_REQUEST_LEN]> {
+    let request = JoinRequest {
+        join_eui: *join_eui,
+        dev_eui: *dev_eui,
+        dev_nonce,
+    };
+    request.build(StoreKey::new(store, slot, RootKeyKind::AppKey))
 }
 
 /// Decrypts and verifies a JoinAccept under the AppKey in `slot` and derives the session keys for
-/// the JoinRequest that carried `dev_nonce`; `None` if the MIC does not verify under that key.
+/// the JoinRequest that carried `dev_nonce`; `Ok(None)` if it is no JoinAccept that verifies
+/// under that key.
+///
+/// # Errors
+///
+/// The store cannot compute under that key.
 pub fn device_open_join_accept<S: RootKeyStore>(
-    store: &RefCell<S>,
+    store: &mut S,
     slot: RootKeySlot,
     phy: &[u8],
     dev_nonce: u16,
-) -> Option<SessionKeys> {
-    let fault = Cell::new(false);
-    let factory = StoreFactory::new(store, slot, &fault);
-    let encrypted = EncryptedJoinAcceptPayload::new_with_factory(phy.to_vec(), factory).ok()?;
-    let dummy = AppKey::from([0; 16]);
-    let decrypted = encrypted.decrypt(&dummy);
-    if !decrypted.validate_mic(&dummy) || fault.get() {
-        return None;
-    }
-    let nonce = DevNonce::from(dev_nonce.to_le_bytes());
-    let nwk = decrypted.derive_newskey(&nonce, &dummy);
-    let app = decrypted.derive_appskey(&nonce, &dummy);
-    let dev_addr = u32::from_le_bytes(decrypted.dev_addr().as_ref().try_into().ok()?);
-    (!fault.get()).then(|| SessionKeys {
-        dev_addr,
-        nwk_skey: nwk.inner().0,
-        app_skey: app.inner().0,
-    })
+) -> lorapki_crypto::Result<Option<SessionKeys>> {
+    let mut key = StoreKey::new(store, slot, RootKeyKind::AppKey);
+    let Some(accept) = JoinAccept::open_1_0(&mut key, phy)? else {
+        return Ok(None);
+    };
+    let keys = accept.session_keys_1_0(&mut key, dev_nonce)?;
+    Ok(Some(SessionKeys::from_join(accept.dev_addr, &keys)))
 }
 
 /// The fields of a JoinRequest: JoinEUI and DevEUI (MSB first) and DevNonce.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct JoinRequestFields {
-    /// JoinEUI (AppEUI), MSB first.
-    pub join_eui: [u8; 8],
-    /// DevEUI, MSB first.
-    pub dev_eui: [u8; 8],
-    /// DevNonce.
-    pub dev_nonce: u16,
-}
+pub type JoinRequestFields = JoinRequest;
 
-/// Parses a JoinRequest (no MIC check).
+/// Parses a JoinRequest (no MIC check); `None` for any other frame.
 #[must_use]
 pub fn parse_join_request(phy: &[u8]) -> Option<JoinRequestFields> {
-    let request = JoinRequestPayload::new(phy).ok()?;
-    let mut join_eui: [u8; 8] = request.app_eui().as_ref().try_into().ok()?;
-    let mut dev_eui: [u8; 8] = request.dev_eui().as_ref().try_into().ok()?;
-    join_eui.reverse();
-    dev_eui.reverse();
-    let nonce: [u8; 2] = request.dev_nonce().as_ref().try_into().ok()?;
-    Some(JoinRequestFields {
-        join_eui,
-        dev_eui,
-        dev_nonce: u16::from_le_bytes(nonce),
-    })
+    JoinRequest::parse(phy).ok()
 }
 
 /// Whether a JoinRequest's MIC verifies under `app_key`.
 #[must_use]
 pub fn join_request_mic_ok(phy: &[u8], app_key: &[u8; 16]) -> bool {
-    JoinRequestPayload::new(phy).is_ok_and(|r| r.validate_mic(&AES128(*app_key)))
+    let Ok(verifies) = lorapki_join::join_request_mic_verifies(phy, &AesKey::from_array(*app_key));
+    verifies
 }
 
 /// What a join server puts in a JoinAccept.
@@ -243,40 +125,30 @@ pub struct JoinAcceptFields {
     pub dev_addr: u32,
 }
 
-/// A JoinAccept encrypted and MIC'd under `app_key` (no CFList), and the session keys it creates
-/// for the JoinRequest that carried `dev_nonce`.
+/// A JoinAccept encrypted and MIC'd under `app_key` (no CFList, RX1 offset 0, RX2 DR0, RxDelay 1),
+/// and the session keys it creates for the JoinRequest that carried `dev_nonce`; `None` if the
+/// fields do not make a JoinAccept without CFList (a JoinNonce or NetID above 24 bits).
 #[must_use]
 pub fn server_join_accept(
     app_key: &[u8; 16],
     fields: JoinAcceptFields,
     dev_nonce: u16,
 ) -> Option<([u8; JOIN_ACCEPT_LEN], SessionKeys)> {
-    let mut creator =
-        JoinAcceptCreator::with_options([0u8; JOIN_ACCEPT_LEN], DefaultFactory).ok()?;
-    let nonce = fields.app_nonce.to_le_bytes();
-    let net_id = fields.net_id.to_le_bytes();
-    creator
-        .set_app_nonce(&[nonce[0], nonce[1], nonce[2]])
-        .set_net_id(&[net_id[0], net_id[1], net_id[2]])
-        .set_dev_addr(&fields.dev_addr.to_le_bytes())
-        .set_dl_settings(0)
-        .set_rx_delay(1);
-    let mut phy = [0u8; JOIN_ACCEPT_LEN];
-    phy.copy_from_slice(creator.build(&AES128(*app_key)).ok()?);
-    // The session keys, derived the way the device will: from the decrypted accept.
-    let key = AppKey::from(*app_key);
-    let decrypted = DecryptedJoinAcceptPayload::new(phy.to_vec(), &key).ok()?;
-    let dev_nonce = DevNonce::from(dev_nonce.to_le_bytes());
-    let nwk: NewSKey = decrypted.derive_newskey(&dev_nonce, &key);
-    let app = decrypted.derive_appskey(&dev_nonce, &key);
-    Some((
-        phy,
-        SessionKeys {
-            dev_addr: fields.dev_addr,
-            nwk_skey: nwk.inner().0,
-            app_skey: app.inner().0,
-        },
-    ))
+    if fields.app_nonce > lorapki_join::JOIN_NONCE_MAX || fields.net_id > 0x00ff_ffff {
+        return None;
+    }
+    let key = AesKey::from_array(*app_key);
+    let accept = JoinAccept {
+        join_nonce: fields.app_nonce,
+        net_id: fields.net_id,
+        dev_addr: fields.dev_addr,
+        dl_settings: 0,
+        rx_delay: 1,
+        cf_list: None,
+    };
+    let phy: [u8; JOIN_ACCEPT_LEN] = accept.seal_1_0(&key).as_bytes().try_into().ok()?;
+    let Ok(keys) = accept.session_keys_1_0(&key, dev_nonce);
+    Some((phy, SessionKeys::from_join(fields.dev_addr, &keys)))
 }
 
 /// What goes into a data frame.
@@ -419,21 +291,21 @@ mod tests {
     const DEV: [u8; 8] = [0x70, 0xb3, 0xd5, 0x7e, 0xd0, 0, 0, 1];
     const JOIN: [u8; 8] = [0x70, 0xb3, 0xd5, 0x7e, 0xd0, 0, 0, 0];
 
-    fn store() -> RefCell<SoftKeyStore> {
+    fn store() -> SoftKeyStore {
         let mut store = SoftKeyStore::new();
         let keys = RootKeys {
             app_key: AesKey::from_array(KEY),
             nwk_key: None,
         };
         assert!(store.provision_factory(keys).is_ok());
-        RefCell::new(store)
+        store
     }
 
     #[test]
     fn join_round_trip_through_the_key_store() {
-        let store = store();
-        let request = device_join_request(&store, RootKeySlot::Active, &JOIN, &DEV, 7);
-        let Some(request) = request else {
+        let mut store = store();
+        let request = device_join_request(&mut store, RootKeySlot::Active, &JOIN, &DEV, 7);
+        let Ok(request) = request else {
             unreachable!("the active slot holds a key")
         };
         assert_eq!(request.len(), 23);
@@ -459,20 +331,22 @@ mod tests {
         let Some((accept, server_keys)) = server_join_accept(&KEY, accept_fields, 7) else {
             unreachable!("a JoinAccept always builds")
         };
-        let device_keys = device_open_join_accept(&store, RootKeySlot::Active, &accept, 7);
-        assert_eq!(device_keys.as_ref(), Some(&server_keys));
+        let device_keys = device_open_join_accept(&mut store, RootKeySlot::Active, &accept, 7);
+        assert_eq!(device_keys.ok().flatten().as_ref(), Some(&server_keys));
         // Another nonce gives other keys; the staged slot (empty) verifies nothing.
         assert_ne!(
-            device_open_join_accept(&store, RootKeySlot::Active, &accept, 8),
+            device_open_join_accept(&mut store, RootKeySlot::Active, &accept, 8)
+                .ok()
+                .flatten(),
             Some(server_keys)
         );
         assert_eq!(
-            device_open_join_accept(&store, RootKeySlot::Staged, &accept, 7),
-            None
+            device_open_join_accept(&mut store, RootKeySlot::Staged, &accept, 7),
+            Err(lorapki_crypto::Error::NoStagedKey)
         );
         assert_eq!(
-            device_join_request(&store, RootKeySlot::Staged, &JOIN, &DEV, 8),
-            None
+            device_join_request(&mut store, RootKeySlot::Staged, &JOIN, &DEV, 8),
+            Err(lorapki_crypto::Error::NoStagedKey)
         );
     }
 

@@ -2,16 +2,15 @@
 //! light devices, all derived from one seed; plus the acceptance checks over the outcome.
 
 use lorapki_crypto::{KeyImport, PublicKey, RootKeySlot, Secret};
-use lorapki_crypto_soft::{SoftBackend, TestRng};
 use lorapki_proto::{DeviceRecord, Duration, LorawanVersion, ServerConfig, ServerEndpoint};
 
 use crate::device::{
-    AirDevice, DeviceReport, DeviceSetup, EndDevice, Exchange, IDENTITY_SLOT, MaybeAfterRx, Phase,
+    AirDevice, DeviceReport, DeviceSetup, EndDevice, Exchange, IDENTITY_SLOT, Phase,
     device_backend, device_config,
 };
-use crate::ns::{AnswerModel, Backend, Faults, NetworkServer, NsConfig, PkiServer};
+use crate::ns::{AnswerModel, Faults, NetworkServer, NsConfig, PkiServer};
 use crate::region::Region;
-use crate::rng::SimRng;
+use crate::rng::{Backend, SeededRng, SimRng};
 use crate::sim::{AirStats, SimConfig, Simulation};
 
 /// Which device-side strategy runs the exchange.
@@ -33,7 +32,7 @@ pub trait SimDevice: AirDevice {
     fn key_cmac(&self, slot: RootKeySlot, message: &[u8]) -> Option<[u8; 16]>;
 }
 
-impl<X: Exchange + MaybeAfterRx> SimDevice for EndDevice<X> {
+impl<X: Exchange> SimDevice for EndDevice<X> {
     fn report(&self) -> &DeviceReport {
         EndDevice::report(self)
     }
@@ -110,7 +109,9 @@ pub fn dev_eui(i: usize) -> [u8; 8] {
 ///
 /// Backend failures.
 pub fn server_backend(seed: u64, stream: u64) -> lorapki_crypto::Result<(Backend, PublicKey)> {
-    let mut backend = SoftBackend::new(TestRng::from_seed(SimRng::derive(seed, stream).next_u64()));
+    let mut backend = Backend::new(SeededRng::from_seed(
+        SimRng::derive(seed, stream).next_u64(),
+    ));
     let mut rng = SimRng::derive(seed, 0x5e);
     loop {
         let mut scalar = [0u8; 48];
@@ -262,6 +263,8 @@ pub struct FleetSummary {
     pub disagreements: usize,
     /// Devices that spent their retry budget.
     pub gave_up: usize,
+    /// Faults the devices recorded (failed exchange calls and key-store writes; must be 0).
+    pub device_errors: u64,
     /// Runs started, summed.
     pub runs: u64,
     /// Failed runs, summed.
@@ -286,6 +289,7 @@ impl FleetSummary {
             self.server_pending += usize::from(o.device_completed && !o.agreed);
             self.without_accepted_key += usize::from(!o.holds_accepted_key);
             self.gave_up += usize::from(o.phase == Phase::GaveUp);
+            self.device_errors += o.report.errors.len() as u64;
             self.runs += u64::from(o.report.runs);
             self.failed_runs += o.report.failures.len() as u64;
             for reason in &o.report.failures {

@@ -49,6 +49,7 @@ fn check(summary: &FleetSummary, min_percent: f64) {
         summary.disagreements, 0,
         "device and join server disagree on a key"
     );
+    assert_eq!(summary.device_errors, 0, "a device recorded a fault");
     assert!(summary.finished_percent() >= min_percent, "{summary:?}");
 }
 
@@ -102,6 +103,7 @@ fn merge(total: &mut FleetSummary, part: &FleetSummary) {
     total.without_accepted_key += part.without_accepted_key;
     total.disagreements += part.disagreements;
     total.gave_up += part.gave_up;
+    total.device_errors += part.device_errors;
     total.runs += part.runs;
     total.failed_runs += part.failed_runs;
     for (reason, count) in &part.failure_reasons {

@@ -8,6 +8,7 @@ use lorapki_wire::{
     PubKeyReqRepr, Reassembler, Session, SigVerifyAnsRepr, SigVerifyReqRepr,
 };
 
+use crate::acceptance::{JoinEffect, KeyAcceptance};
 use crate::codec::{self, Incoming};
 use crate::error::{CryptoFault, Error, FailReason};
 use crate::keys::{self, KeyId, LorawanVersion, NewRootKeys, Role, SessionKeys, Transcript};
@@ -416,18 +417,23 @@ impl<B: CryptoBackend> DeviceSession<B> {
         let State::Rejoin { attempts } = &mut self.state else {
             return Err(Error::InvalidState);
         };
-        match (slot, accepted) {
-            (RootKeySlot::Staged, true) => {
+        if !accepted {
+            *attempts = attempts.saturating_add(1);
+            return Ok(());
+        }
+        // Rejoining, the device holds a staged key.
+        match KeyAcceptance::new(true).effect(slot) {
+            JoinEffect::Confirm => {
                 self.state = State::Idle;
                 self.persistent.consecutive_failures = 0;
                 self.push_event(DeviceEvent::ActivateNewKey);
                 self.push_event(DeviceEvent::Completed);
             }
-            (RootKeySlot::Active, true) => {
+            JoinEffect::RollBack => {
                 self.push_event(DeviceEvent::RollBack);
                 self.fail(backend, now, FailReason::RolledBack);
             }
-            (_, false) => *attempts = attempts.saturating_add(1),
+            JoinEffect::Unchanged => {}
         }
         Ok(())
     }

@@ -5,6 +5,7 @@
 #[cfg(feature = "alloc")]
 extern crate alloc;
 
+mod acceptance;
 mod codec;
 mod device;
 mod error;
@@ -14,6 +15,7 @@ mod outbox;
 mod server;
 mod time;
 
+pub use acceptance::{JoinEffect, KeyAcceptance};
 pub use device::{DeviceConfig, DeviceEvent, DevicePersistent, DeviceSession, DeviceStatus};
 pub use error::{CryptoFault, Error, FailReason};
 pub use keys::{LorawanVersion, NewRootKeys};

@@ -10,9 +10,11 @@
 //! none is configured. Answers carry Backend Interfaces result codes (`Success`, `MICFailed`,
 //! `UnknownDevEUI`, `MalformedRequest`, `JoinReqFailed`, `Other`).
 
+use std::convert::Infallible;
 use std::sync::Arc;
 
 use lorapki_crypto::{AesKey, RootKeySlot};
+use lorapki_proto::KeyAcceptance;
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 use tracing::{info, warn};
@@ -212,15 +214,15 @@ impl JoinServer {
                     Some(k.app_key.clone_secret())
                 }
             };
-            let slot = if mic_key(&active).is_some_and(|k| jr.mic_verifies(&k)) {
-                RootKeySlot::Active
-            } else if staged
-                .as_ref()
-                .and_then(mic_key)
-                .is_some_and(|k| jr.mic_verifies(&k))
-            {
-                RootKeySlot::Staged
-            } else {
+            let keys_in = |slot: RootKeySlot| match slot {
+                RootKeySlot::Active => Some(&active),
+                RootKeySlot::Staged => staged.as_ref(),
+            };
+            let verified = KeyAcceptance::new(staged.is_some()).verify(|slot| {
+                let key = keys_in(slot).and_then(mic_key);
+                Ok::<_, Infallible>(key.is_some_and(|k| jr.mic_verifies(&k)))
+            });
+            let Ok(Some(slot)) = verified else {
                 return Err(refuse("MICFailed", "MIC does not verify"));
             };
             // DevNonce rules, after the MIC so that forged requests cannot burn nonces.

@@ -12,6 +12,7 @@ use lorapki_wire::{
 };
 
 use super::{DeviceRecord, RateLimit, ServerContext, ServerEvent, SessionSnapshot, UplinkOutcome};
+use crate::acceptance::{JoinEffect, KeyAcceptance};
 use crate::codec::{self, Incoming};
 use crate::error::{Error, FailReason};
 use crate::keys::{self, Role, SessionKeys, Transcript};
@@ -236,23 +237,25 @@ impl ServerSession {
     pub fn handle_session_confirmed(&mut self, key: RootKeySlot) {
         let dev_eui = self.dev_eui;
         let entry = &mut self.state;
-        if !entry.staged {
+        let effect = KeyAcceptance::new(entry.staged).effect(key);
+        if effect == JoinEffect::Unchanged {
             return;
         }
         entry.staged = false;
         entry.pending = None;
-        match key {
-            RootKeySlot::Staged => {
+        match effect {
+            JoinEffect::Confirm => {
                 self.events.push(ServerEvent::ActivateNewKey { dev_eui });
                 self.events.push(ServerEvent::Completed { dev_eui });
             }
-            RootKeySlot::Active => {
+            JoinEffect::RollBack => {
                 self.events.push(ServerEvent::RollBack { dev_eui });
                 self.events.push(ServerEvent::Failed {
                     dev_eui,
                     reason: FailReason::RolledBack,
                 });
             }
+            JoinEffect::Unchanged => {}
         }
     }
 

@@ -4,6 +4,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::{BTreeSet, VecDeque};
+use std::convert::Infallible;
 
 use lorapki_crypto::{
     AesBackend, AesKey, CryptoBackend, KeyImport, KeySlot, KeyStoreStatus, PublicKey, RootKeyKind,
@@ -12,8 +13,8 @@ use lorapki_crypto::{
 use lorapki_crypto_soft::SoftKeyStore;
 use lorapki_proto::{
     DeviceConfig, DeviceEvent, DevicePersistent, DeviceRecord, DeviceSession, DeviceStatus,
-    Duration, FailReason, Instant, LorawanVersion, ServerConfig, ServerEndpoint, ServerEvent,
-    SessionSnapshot,
+    Duration, FailReason, Instant, KeyAcceptance, LorawanVersion, ServerConfig, ServerEndpoint,
+    ServerEvent, SessionSnapshot,
 };
 use lorapki_wire::{CommandRepr, Commands};
 
@@ -522,14 +523,7 @@ impl Pair {
             .device_store
             .root_cmac(slot, RootKeyKind::AppKey, &message)
             .unwrap();
-        let js_key = if self.mic_matches(&self.join_server.active.clone_secret(), &message, &mic) {
-            Some(RootKeySlot::Active)
-        } else if let Some(staged) = self.join_server.staged.as_ref().map(AesKey::clone_secret) {
-            self.mic_matches(&staged, &message, &mic)
-                .then_some(RootKeySlot::Staged)
-        } else {
-            None
-        };
+        let js_key = self.join_server_verifies(&message, &mic);
         let accepted = js_key.is_some() && !lost;
         self.device
             .handle_join_result(&mut self.device_backend, self.now, slot, accepted)
@@ -541,6 +535,21 @@ impl Pair {
                 .handle_session_confirmed(&DEV_EUI, js_key.unwrap());
         }
         self.now = self.now.saturating_add(Duration::from_secs(6));
+    }
+
+    /// The key under which the join server verifies `mic` over `message`: the rule of
+    /// [`KeyAcceptance`] over its active and staged keys.
+    fn join_server_verifies(&mut self, message: &[&[u8]], mic: &[u8; 16]) -> Option<RootKeySlot> {
+        let acceptance = KeyAcceptance::new(self.join_server.staged.is_some());
+        let verified = acceptance.verify(|slot| {
+            let key = match slot {
+                RootKeySlot::Active => Some(self.join_server.active.clone_secret()),
+                RootKeySlot::Staged => self.join_server.staged.as_ref().map(AesKey::clone_secret),
+            };
+            Ok::<_, Infallible>(key.is_some_and(|key| self.mic_matches(&key, message, mic)))
+        });
+        let Ok(slot) = verified;
+        slot
     }
 
     fn mic_matches(&mut self, key: &AesKey, message: &[&[u8]], mic: &[u8; 16]) -> bool {
@@ -624,14 +633,7 @@ impl Pair {
         else {
             return false;
         };
-        let active = self.join_server.active.clone_secret();
-        if self.mic_matches(&active, &message, &mic) {
-            return true;
-        }
-        match self.join_server.staged.as_ref().map(AesKey::clone_secret) {
-            Some(staged) => self.mic_matches(&staged, &message, &mic),
-            None => false,
-        }
+        self.join_server_verifies(&message, &mic).is_some()
     }
 
     /// PROTOCOL.md §7's invariant: the device holds a key the join server accepts, and the two
