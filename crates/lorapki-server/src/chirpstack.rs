@@ -355,7 +355,7 @@ async fn handle_publish(
         client
             .publish(topic, QoS::AtLeastOnce, false, body)
             .await
-            .map_err(|e| Error::Mqtt(e.to_string()))?;
+            .map_err(Error::from)?;
         server.metrics().downlink(downlink_kind(&answer));
     }
     Ok(())
@@ -441,10 +441,7 @@ async fn run_inner(
                     let mut f = Filter::new(filter.clone(), QoS::AtLeastOnce);
                     // Retained events are stale copies, not live uplinks.
                     f.retain_forward_rule = RetainForwardRule::Never;
-                    client
-                        .subscribe_many([f])
-                        .await
-                        .map_err(|e| Error::Mqtt(e.to_string()))?;
+                    client.subscribe_many([f]).await?;
                 }
             }
             Ok(Event::Incoming(Packet::SubAck(ack))) => {

@@ -35,8 +35,25 @@ pub enum Error {
     },
     /// A device certificate did not verify.
     Certificate(String),
-    /// The database failed.
+    /// The database driver failed (connection, query, transaction).
+    Database {
+        /// What was being done, or which database (its URL without secrets), if known.
+        context: Option<String>,
+        /// The driver's error.
+        source: sqlx::Error,
+    },
+    /// A schema migration failed.
+    Migration {
+        /// The database (its URL without secrets).
+        database: String,
+        /// The migrator's error.
+        source: sqlx::migrate::MigrateError,
+    },
+    /// The database holds something this version cannot use (a row it cannot read, a missing
+    /// value it wrote itself): the text names it.
     Store(String),
+    /// A crypto engine of the server core failed; the input was not applied.
+    Engine(EngineFailure),
     /// Another instance changed the same device first; the operation is retried.
     Conflict,
     /// The device is not registered.
@@ -52,8 +69,16 @@ pub enum Error {
         /// The failure.
         source: std::io::Error,
     },
-    /// The MQTT connection failed.
-    Mqtt(String),
+    /// The MQTT client failed (its request queue is closed: the event loop ended).
+    Mqtt(Box<rumqttc::v5::ClientError>),
+    /// ChirpStack's gRPC API answered with an error (feature `chirpstack-grpc`).
+    #[cfg(feature = "chirpstack-grpc")]
+    Grpc {
+        /// The call (`DeviceService.GetKeys`, …).
+        call: &'static str,
+        /// ChirpStack's status.
+        source: Box<tonic::Status>,
+    },
     /// A malformed network input (JSON, base64, hex, size).
     Malformed(String),
 }
@@ -84,13 +109,32 @@ impl fmt::Display for Error {
                 f.write_str("; nothing was changed")
             }
             Self::Certificate(m) => write!(f, "certificate: {m}"),
+            Self::Database {
+                context: Some(c),
+                source,
+            } => write!(f, "store: {c}: {source}"),
+            Self::Database {
+                context: None,
+                source,
+            } => write!(f, "store: {source}"),
+            Self::Migration { database, source } => {
+                write!(f, "store: database {database}: migration: {source}")
+            }
             Self::Store(m) => write!(f, "store: {m}"),
+            Self::Engine(e) => write!(f, "crypto engine: {e}"),
             Self::Conflict => f.write_str("concurrent update of the same device"),
             Self::UnknownDevice => f.write_str("device not registered"),
             Self::Protocol(e) => write!(f, "protocol: {e}"),
             Self::Io(e) => write!(f, "i/o: {e}"),
             Self::IoAt { at, source } => write!(f, "i/o: {at}: {source}"),
-            Self::Mqtt(m) => write!(f, "mqtt: {m}"),
+            Self::Mqtt(e) => write!(f, "mqtt: {e}"),
+            #[cfg(feature = "chirpstack-grpc")]
+            Self::Grpc { call, source } => write!(
+                f,
+                "ChirpStack gRPC {call}: {} ({:?})",
+                source.message(),
+                source.code()
+            ),
             Self::Malformed(m) => write!(f, "malformed input: {m}"),
         }
     }
@@ -111,6 +155,12 @@ impl std::error::Error for Error {
         match self {
             Self::Io(e) | Self::IoAt { source: e, .. } => Some(e),
             Self::Protocol(e) => Some(e),
+            Self::Database { source, .. } => Some(source),
+            Self::Migration { source, .. } => Some(source),
+            Self::Engine(EngineFailure::Task(e)) => Some(e),
+            Self::Mqtt(e) => Some(&**e),
+            #[cfg(feature = "chirpstack-grpc")]
+            Self::Grpc { source, .. } => Some(&**source),
             _ => None,
         }
     }
@@ -123,14 +173,45 @@ impl From<std::io::Error> for Error {
 }
 
 impl From<sqlx::Error> for Error {
-    fn from(e: sqlx::Error) -> Self {
-        Self::Store(e.to_string())
+    fn from(source: sqlx::Error) -> Self {
+        Self::Database {
+            context: None,
+            source,
+        }
     }
 }
 
-impl From<sqlx::migrate::MigrateError> for Error {
-    fn from(e: sqlx::migrate::MigrateError) -> Self {
-        Self::Store(format!("migration: {e}"))
+impl From<rumqttc::v5::ClientError> for Error {
+    fn from(e: rumqttc::v5::ClientError) -> Self {
+        Self::Mqtt(Box::new(e))
+    }
+}
+
+impl From<EngineFailure> for Error {
+    fn from(e: EngineFailure) -> Self {
+        Self::Engine(e)
+    }
+}
+
+/// How a crypto engine of the server core failed.
+#[non_exhaustive]
+#[derive(Debug)]
+pub enum EngineFailure {
+    /// A task panicked while it held the engine; the engine is not used again.
+    Poisoned,
+    /// The blocking task that ran the crypto panicked or was cancelled.
+    Task(tokio::task::JoinError),
+    /// The device pinned a server-key index the engine does not hold.
+    NoSuchKey(usize),
+}
+
+impl fmt::Display for EngineFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Poisoned => f.write_str("poisoned by a panic in an earlier task"),
+            Self::Task(e) => write!(f, "task failed: {e}"),
+            Self::NoSuchKey(i) => write!(f, "no server key at index {i}"),
+        }
     }
 }
 
@@ -169,5 +250,18 @@ mod tests {
                 .is_some()
         );
         assert!(Error::Config("x".into()).source().is_none());
+        let db = Error::from(sqlx::Error::RowNotFound);
+        assert!(db.to_string().starts_with("store: "), "{db}");
+        assert!(
+            db.source()
+                .and_then(|s| s.downcast_ref::<sqlx::Error>())
+                .is_some_and(|e| matches!(e, sqlx::Error::RowNotFound))
+        );
+        let engine = Error::from(EngineFailure::Poisoned);
+        assert_eq!(
+            engine.to_string(),
+            "crypto engine: poisoned by a panic in an earlier task"
+        );
+        assert!(engine.source().is_none());
     }
 }

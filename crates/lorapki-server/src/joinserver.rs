@@ -23,9 +23,10 @@ use zeroize::Zeroizing;
 use crate::error::{Error, Result};
 use crate::eui::Eui64;
 use crate::kek::WrapKek;
+use crate::kek::{RootKeys, open_root_keys};
 use crate::lorawan::{AcceptParams, DevNonceRule, JoinRequest, MacVersion, SessionKeys};
 use crate::server::{ConfirmOn, Server, now_ms};
-use crate::store::{Commit, JoinUpdate, open_root_keys};
+use crate::store::{Commit, JoinUpdate};
 
 /// Largest accepted request body.
 pub const MAX_BODY: usize = 16 * 1024;
@@ -207,7 +208,7 @@ impl JoinServer {
                 .transpose()
                 .map_err(internal)?;
             let v11 = device.mac_version == MacVersion::V1_1;
-            let mic_key = |k: &crate::store::RootKeys| -> Option<AesKey> {
+            let mic_key = |k: &RootKeys| -> Option<AesKey> {
                 if v11 {
                     k.nwk_key.as_ref().map(AesKey::clone_secret)
                 } else {

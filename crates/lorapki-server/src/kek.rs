@@ -6,10 +6,12 @@ use std::fmt;
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use aes_kw::{KwAes128, KwAes192, KwAes256};
+use lorapki_crypto::AesKey;
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
+use crate::eui::Eui64;
 
 const SEALED_FORMAT: u8 = 1;
 const NONCE_LEN: usize = 12;
@@ -161,6 +163,98 @@ impl StorageKek {
             })
     }
 }
+
+// ----- what the storage KEK seals: root keys and session snapshots, bound to their DevEUI -----
+
+/// The root keys of a device, opened.
+pub struct RootKeys {
+    /// AppKey.
+    pub app_key: AesKey,
+    /// NwkKey (1.1).
+    pub nwk_key: Option<AesKey>,
+}
+
+impl std::fmt::Debug for RootKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RootKeys(REDACTED)")
+    }
+}
+
+fn root_aad(dev_eui: Eui64) -> Vec<u8> {
+    let mut aad = b"lorapki root keys v1 ".to_vec();
+    aad.extend_from_slice(&dev_eui.0);
+    aad
+}
+
+fn session_aad(dev_eui: Eui64) -> Vec<u8> {
+    let mut aad = b"lorapki session v1 ".to_vec();
+    aad.extend_from_slice(&dev_eui.0);
+    aad
+}
+
+/// Seals root keys for `dev_eui`.
+///
+/// # Errors
+///
+/// [`Error::Key`] if the RNG fails.
+pub fn seal_root_keys(
+    kek: &StorageKek,
+    dev_eui: Eui64,
+    app_key: &AesKey,
+    nwk_key: Option<&AesKey>,
+) -> Result<Vec<u8>> {
+    let mut plain = Zeroizing::new(Vec::with_capacity(32));
+    plain.extend_from_slice(app_key.expose_secret());
+    if let Some(k) = nwk_key {
+        plain.extend_from_slice(k.expose_secret());
+    }
+    kek.seal(&root_aad(dev_eui), &plain)
+}
+
+/// Opens sealed root keys of `dev_eui`.
+///
+/// # Errors
+///
+/// [`Error::Key`] if they do not open.
+pub fn open_root_keys(kek: &StorageKek, dev_eui: Eui64, sealed: &[u8]) -> Result<RootKeys> {
+    let plain = kek.open(&root_aad(dev_eui), sealed)?;
+    let key = |b: &[u8]| AesKey::from_slice(b).map_err(|_| Error::Key("root key length".into()));
+    match plain.len() {
+        16 => Ok(RootKeys {
+            app_key: key(&plain[..16])?,
+            nwk_key: None,
+        }),
+        32 => Ok(RootKeys {
+            app_key: key(&plain[..16])?,
+            nwk_key: Some(key(&plain[16..])?),
+        }),
+        _ => Err(Error::Key("sealed root keys of a wrong length".into())),
+    }
+}
+
+/// Seals a session snapshot for `dev_eui`.
+///
+/// # Errors
+///
+/// [`Error::Key`] if the RNG fails.
+pub fn seal_snapshot(kek: &StorageKek, dev_eui: Eui64, snapshot: &[u8]) -> Result<Vec<u8>> {
+    kek.seal(&session_aad(dev_eui), snapshot)
+}
+
+/// Opens a sealed session snapshot of `dev_eui`.
+///
+/// # Errors
+///
+/// [`Error::Key`] if it does not open.
+pub fn open_snapshot(
+    kek: &StorageKek,
+    dev_eui: Eui64,
+    sealed: &[u8],
+) -> Result<Zeroizing<Vec<u8>>> {
+    kek.open(&session_aad(dev_eui), sealed)
+}
+
+// ----- Backend Interfaces key envelopes -----
 
 /// A Backend Interfaces key-encryption key (RFC 3394 AES key wrap) with its label.
 pub struct WrapKek {

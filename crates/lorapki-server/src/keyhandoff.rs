@@ -30,9 +30,10 @@ use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
 use crate::eui::Eui64;
+use crate::kek::{RootKeys, open_root_keys};
 use crate::lorawan::MacVersion;
 use crate::server::Server;
-use crate::store::{DeviceRow, RootKeys, open_root_keys};
+use crate::store::DeviceRow;
 
 /// What a MIC-failure report led to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,8 +60,11 @@ impl std::fmt::Debug for KeyHandoff {
     }
 }
 
-fn grpc(e: &tonic::Status) -> Error {
-    Error::Store(format!("ChirpStack gRPC: {} ({:?})", e.message(), e.code()))
+fn grpc(call: &'static str) -> impl FnOnce(tonic::Status) -> Error {
+    move |source| Error::Grpc {
+        call,
+        source: Box::new(source),
+    }
 }
 
 impl KeyHandoff {
@@ -101,7 +105,7 @@ impl KeyHandoff {
                 dev_eui: dev_eui.to_string(),
             })?)
             .await
-            .map_err(|e| grpc(&e))?;
+            .map_err(grpc("DeviceService.GetKeys"))?;
         response
             .into_inner()
             .device_keys
@@ -186,7 +190,7 @@ impl KeyHandoff {
         };
         let mut client = DeviceServiceClient::new(self.channel.clone());
         let result = client.update_keys(self.request(update)?).await;
-        result.map_err(|e| grpc(&e))?;
+        result.map_err(grpc("DeviceService.UpdateKeys"))?;
         info!(%dev_eui, key = ?target, "ChirpStack's root key switched after a MIC failure");
         Ok(MicOutcome::Switched(target))
     }

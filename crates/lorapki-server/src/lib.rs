@@ -18,7 +18,7 @@ pub mod registry;
 pub mod server;
 pub mod store;
 
-pub use error::{Error, ImportError, Result};
+pub use error::{EngineFailure, Error, ImportError, Result};
 pub use eui::Eui64;
 pub use identity::{KeyId, ServerKey};
 pub use kek::{StorageKek, WrapKek};

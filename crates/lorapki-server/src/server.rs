@@ -24,16 +24,14 @@ use lorapki_wire::{CommandRepr, Reason};
 use tracing::{debug, info, warn};
 use zeroize::Zeroizing;
 
-use crate::error::{Error, Result};
+use crate::error::{EngineFailure, Error, Result};
 use crate::eui::Eui64;
 use crate::identity::{KeyId, ServerKey};
 use crate::kek::StorageKek;
+use crate::kek::{open_snapshot, seal_root_keys, seal_snapshot};
 use crate::logthrottle::REFUSALS;
 use crate::metrics::Metrics;
-use crate::store::{
-    Commit, DeviceRow, KeyOp, SessionRow, SessionWrite, Store, open_snapshot, seal_root_keys,
-    seal_snapshot,
-};
+use crate::store::{Commit, DeviceRow, KeyOp, SessionRow, SessionWrite, Store};
 
 type Backend = SoftBackend<SysRng>;
 
@@ -691,14 +689,12 @@ impl Server {
             .as_ref()
             .map(|s| Zeroizing::new(s.as_bytes().to_vec()));
         let task = move || -> Result<Output> {
-            let mut guard = engine
-                .lock()
-                .map_err(|_| Error::Key("crypto engine poisoned".into()))?;
+            let mut guard = engine.lock().map_err(|_| EngineFailure::Poisoned)?;
             let engine = &mut *guard;
             let context = engine
                 .contexts
                 .get(key_index)
-                .ok_or_else(|| Error::Key("server key index".into()))?;
+                .ok_or(EngineFailure::NoSuchKey(key_index))?;
             let d = dev_eui.0;
             let now = instant(now);
             let mut buf = [0u8; lorapki_wire::MAX_PAYLOAD];
@@ -789,6 +785,6 @@ impl Server {
         };
         tokio::task::spawn_blocking(task)
             .await
-            .map_err(|e| Error::Key(format!("crypto task: {e}")))?
+            .map_err(EngineFailure::Task)?
     }
 }

@@ -13,16 +13,15 @@ use std::pin::Pin;
 use std::str::FromStr;
 use std::sync::Once;
 
-use lorapki_crypto::{AesKey, PublicKey, RootKeySlot};
+use lorapki_crypto::{PublicKey, RootKeySlot};
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
 use sqlx::{AnyPool, Row};
-use zeroize::Zeroizing;
 
 use crate::error::{Error, ImportError, Result};
 use crate::eui::Eui64;
 use crate::identity::KeyId;
-use crate::kek::StorageKek;
+use crate::kek::{StorageKek, open_root_keys, open_snapshot, seal_root_keys};
 use crate::lorawan::MacVersion;
 use crate::registry::NewDevice;
 
@@ -140,94 +139,6 @@ pub struct DeviceRow {
     pub last_join: Option<(RootKeySlot, String)>,
     /// Row version.
     pub version: i64,
-}
-
-/// The root keys of a device, opened.
-pub struct RootKeys {
-    /// AppKey.
-    pub app_key: AesKey,
-    /// NwkKey (1.1).
-    pub nwk_key: Option<AesKey>,
-}
-
-impl std::fmt::Debug for RootKeys {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("RootKeys(REDACTED)")
-    }
-}
-
-fn root_aad(dev_eui: Eui64) -> Vec<u8> {
-    let mut aad = b"lorapki root keys v1 ".to_vec();
-    aad.extend_from_slice(&dev_eui.0);
-    aad
-}
-
-fn session_aad(dev_eui: Eui64) -> Vec<u8> {
-    let mut aad = b"lorapki session v1 ".to_vec();
-    aad.extend_from_slice(&dev_eui.0);
-    aad
-}
-
-/// Seals root keys for `dev_eui`.
-///
-/// # Errors
-///
-/// [`Error::Key`] if the RNG fails.
-pub fn seal_root_keys(
-    kek: &StorageKek,
-    dev_eui: Eui64,
-    app_key: &AesKey,
-    nwk_key: Option<&AesKey>,
-) -> Result<Vec<u8>> {
-    let mut plain = Zeroizing::new(Vec::with_capacity(32));
-    plain.extend_from_slice(app_key.expose_secret());
-    if let Some(k) = nwk_key {
-        plain.extend_from_slice(k.expose_secret());
-    }
-    kek.seal(&root_aad(dev_eui), &plain)
-}
-
-/// Opens sealed root keys of `dev_eui`.
-///
-/// # Errors
-///
-/// [`Error::Key`] if they do not open.
-pub fn open_root_keys(kek: &StorageKek, dev_eui: Eui64, sealed: &[u8]) -> Result<RootKeys> {
-    let plain = kek.open(&root_aad(dev_eui), sealed)?;
-    let key = |b: &[u8]| AesKey::from_slice(b).map_err(|_| Error::Key("root key length".into()));
-    match plain.len() {
-        16 => Ok(RootKeys {
-            app_key: key(&plain[..16])?,
-            nwk_key: None,
-        }),
-        32 => Ok(RootKeys {
-            app_key: key(&plain[..16])?,
-            nwk_key: Some(key(&plain[16..])?),
-        }),
-        _ => Err(Error::Key("sealed root keys of a wrong length".into())),
-    }
-}
-
-/// Seals a session snapshot for `dev_eui`.
-///
-/// # Errors
-///
-/// [`Error::Key`] if the RNG fails.
-pub fn seal_snapshot(kek: &StorageKek, dev_eui: Eui64, snapshot: &[u8]) -> Result<Vec<u8>> {
-    kek.seal(&session_aad(dev_eui), snapshot)
-}
-
-/// Opens a sealed session snapshot of `dev_eui`.
-///
-/// # Errors
-///
-/// [`Error::Key`] if it does not open.
-pub fn open_snapshot(
-    kek: &StorageKek,
-    dev_eui: Eui64,
-    sealed: &[u8],
-) -> Result<Zeroizing<Vec<u8>>> {
-    kek.open(&session_aad(dev_eui), sealed)
 }
 
 /// A stored session snapshot (sealed) with its row version.
@@ -404,12 +315,16 @@ impl Store {
             }
             Backend::Postgres => options.max_connections(16).connect(&url).await,
         }
-        .map_err(|e| Error::Store(format!("database {}: {e}", display_url(&url))))?;
-        let migrator = Migrator::new(Embedded).await?;
-        migrator
-            .run(&pool)
-            .await
-            .map_err(|e| Error::Store(format!("database {}: migration: {e}", display_url(&url))))?;
+        .map_err(|source| Error::Database {
+            context: Some(format!("database {}", display_url(&url))),
+            source,
+        })?;
+        let migration = |source| Error::Migration {
+            database: display_url(&url),
+            source,
+        };
+        let migrator = Migrator::new(Embedded).await.map_err(migration)?;
+        migrator.run(&pool).await.map_err(migration)?;
         Ok(Self { pool, backend })
     }
 
@@ -634,116 +549,17 @@ impl Store {
         let dev = commit.dev_eui.to_string();
         let now = commit.now_ms;
         let mut tx = self.pool.begin().await?;
-        if let Some(s) = &commit.session {
-            let affected = match s.expected_version {
-                Some(v) => sqlx::query(
-                    "UPDATE sessions SET snapshot = $1, version = version + 1, pending = $2, \
-                     deadline_ms = $3, updated_ms = $4 WHERE dev_eui = $5 AND version = $6",
-                )
-                .bind(s.sealed.clone())
-                .bind(i64::from(s.pending))
-                .bind(s.deadline_ms)
-                .bind(now)
-                .bind(&dev)
-                .bind(v)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected(),
-                None => sqlx::query(
-                    "INSERT INTO sessions (dev_eui, snapshot, version, pending, deadline_ms, \
-                     updated_ms) VALUES ($1, $2, 0, $3, $4, $5) ON CONFLICT (dev_eui) DO NOTHING",
-                )
-                .bind(&dev)
-                .bind(s.sealed.clone())
-                .bind(i64::from(s.pending))
-                .bind(s.deadline_ms)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected(),
-            };
-            one_row(affected)?;
+        if let Some(session) = &commit.session {
+            write_session(&mut tx, &dev, now, session).await?;
         }
+        // Every devices-row write is guarded by the version the previous one left.
         let mut version = commit.device_version.unwrap_or(0);
         for op in &commit.key_ops {
-            let affected = match op {
-                KeyOp::Stage(sealed) => sqlx::query(
-                    "UPDATE devices SET staged_keys = $1, key_state = 'pending-new', \
-                     version = version + 1, updated_ms = $2 WHERE dev_eui = $3 AND version = $4",
-                )
-                .bind(sealed.clone())
-                .bind(now)
-                .bind(&dev)
-                .bind(version)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected(),
-                KeyOp::Activate => {
-                    update_device(
-                        &mut tx,
-                        "UPDATE devices SET active_keys = staged_keys, staged_keys = NULL, \
-                         generation = generation + 1, key_state = 'active-new', \
-                         version = version + 1, updated_ms = $1 \
-                         WHERE dev_eui = $2 AND version = $3 AND staged_keys IS NOT NULL",
-                        now,
-                        &dev,
-                        version,
-                    )
-                    .await?
-                }
-                KeyOp::RollBack => update_device(
-                    &mut tx,
-                    "UPDATE devices SET staged_keys = NULL, key_state = CASE WHEN generation = 0 \
-                     THEN 'factory' ELSE 'active-new' END, version = version + 1, \
-                     updated_ms = $1 WHERE dev_eui = $2 AND version = $3",
-                    now,
-                    &dev,
-                    version,
-                )
-                .await?,
-            };
-            one_row(affected)?;
+            apply_key_op(&mut tx, &dev, now, version, op).await?;
             version += 1;
-            let events: &[(&str, i64)] = match op {
-                KeyOp::Stage(_) => &[("staged", 1)],
-                KeyOp::Activate => &[("retired", -1), ("activated", 0)],
-                KeyOp::RollBack => &[("rolled-back", 1)],
-            };
-            for (event, offset) in events {
-                sqlx::query(
-                    "INSERT INTO key_history (dev_eui, generation, event, at_ms) \
-                     SELECT dev_eui, generation + $1, $2, $3 FROM devices WHERE dev_eui = $4",
-                )
-                .bind(*offset)
-                .bind(*event)
-                .bind(now)
-                .bind(&dev)
-                .execute(&mut *tx)
-                .await?;
-            }
         }
-        if let Some(j) = &commit.join {
-            let (slot, addr) = match &j.last_join {
-                Some((slot, addr)) => (Some(slot_text(*slot)), Some(addr.clone())),
-                None => (None, None),
-            };
-            let affected = sqlx::query(
-                "UPDATE devices SET dev_nonce_last = $1, dev_nonces_used = $2, join_nonce = $3, \
-                 last_join_slot = $4, last_join_dev_addr = $5, version = version + 1, \
-                 updated_ms = $6 WHERE dev_eui = $7 AND version = $8",
-            )
-            .bind(j.dev_nonce_last)
-            .bind(j.dev_nonces_used.clone())
-            .bind(j.join_nonce)
-            .bind(slot)
-            .bind(addr)
-            .bind(now)
-            .bind(&dev)
-            .bind(version)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            one_row(affected)?;
+        if let Some(join) = &commit.join {
+            write_join(&mut tx, &dev, now, version, join).await?;
             version += 1;
         }
         if commit.clear_last_join {
@@ -761,6 +577,141 @@ impl Store {
         tx.commit().await?;
         Ok(())
     }
+}
+
+/// The session row of a [`Commit`]: an update guarded by the version read, or the first insert.
+async fn write_session(
+    conn: &mut sqlx::AnyConnection,
+    dev: &str,
+    now: i64,
+    s: &SessionWrite,
+) -> Result<()> {
+    let affected = match s.expected_version {
+        Some(v) => sqlx::query(
+            "UPDATE sessions SET snapshot = $1, version = version + 1, pending = $2, \
+             deadline_ms = $3, updated_ms = $4 WHERE dev_eui = $5 AND version = $6",
+        )
+        .bind(s.sealed.clone())
+        .bind(i64::from(s.pending))
+        .bind(s.deadline_ms)
+        .bind(now)
+        .bind(dev)
+        .bind(v)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected(),
+        None => sqlx::query(
+            "INSERT INTO sessions (dev_eui, snapshot, version, pending, deadline_ms, \
+             updated_ms) VALUES ($1, $2, 0, $3, $4, $5) ON CONFLICT (dev_eui) DO NOTHING",
+        )
+        .bind(dev)
+        .bind(s.sealed.clone())
+        .bind(i64::from(s.pending))
+        .bind(s.deadline_ms)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected(),
+    };
+    one_row(affected)
+}
+
+/// One key change of a [`Commit`] on the devices row at `version`, and its `key_history` rows.
+async fn apply_key_op(
+    conn: &mut sqlx::AnyConnection,
+    dev: &str,
+    now: i64,
+    version: i64,
+    op: &KeyOp,
+) -> Result<()> {
+    let affected = match op {
+        KeyOp::Stage(sealed) => sqlx::query(
+            "UPDATE devices SET staged_keys = $1, key_state = 'pending-new', \
+             version = version + 1, updated_ms = $2 WHERE dev_eui = $3 AND version = $4",
+        )
+        .bind(sealed.clone())
+        .bind(now)
+        .bind(dev)
+        .bind(version)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected(),
+        KeyOp::Activate => {
+            update_device(
+                conn,
+                "UPDATE devices SET active_keys = staged_keys, staged_keys = NULL, \
+                 generation = generation + 1, key_state = 'active-new', \
+                 version = version + 1, updated_ms = $1 \
+                 WHERE dev_eui = $2 AND version = $3 AND staged_keys IS NOT NULL",
+                now,
+                dev,
+                version,
+            )
+            .await?
+        }
+        KeyOp::RollBack => {
+            update_device(
+                conn,
+                "UPDATE devices SET staged_keys = NULL, key_state = CASE WHEN generation = 0 \
+                 THEN 'factory' ELSE 'active-new' END, version = version + 1, \
+                 updated_ms = $1 WHERE dev_eui = $2 AND version = $3",
+                now,
+                dev,
+                version,
+            )
+            .await?
+        }
+    };
+    one_row(affected)?;
+    let events: &[(&str, i64)] = match op {
+        KeyOp::Stage(_) => &[("staged", 1)],
+        KeyOp::Activate => &[("retired", -1), ("activated", 0)],
+        KeyOp::RollBack => &[("rolled-back", 1)],
+    };
+    for (event, offset) in events {
+        sqlx::query(
+            "INSERT INTO key_history (dev_eui, generation, event, at_ms) \
+             SELECT dev_eui, generation + $1, $2, $3 FROM devices WHERE dev_eui = $4",
+        )
+        .bind(*offset)
+        .bind(*event)
+        .bind(now)
+        .bind(dev)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+/// The join server's changes of a [`Commit`] on the devices row at `version`.
+async fn write_join(
+    conn: &mut sqlx::AnyConnection,
+    dev: &str,
+    now: i64,
+    version: i64,
+    j: &JoinUpdate,
+) -> Result<()> {
+    let (slot, addr) = match &j.last_join {
+        Some((slot, addr)) => (Some(slot_text(*slot)), Some(addr.clone())),
+        None => (None, None),
+    };
+    let affected = sqlx::query(
+        "UPDATE devices SET dev_nonce_last = $1, dev_nonces_used = $2, join_nonce = $3, \
+         last_join_slot = $4, last_join_dev_addr = $5, version = version + 1, \
+         updated_ms = $6 WHERE dev_eui = $7 AND version = $8",
+    )
+    .bind(j.dev_nonce_last)
+    .bind(j.dev_nonces_used.clone())
+    .bind(j.join_nonce)
+    .bind(slot)
+    .bind(addr)
+    .bind(now)
+    .bind(dev)
+    .bind(version)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    one_row(affected)
 }
 
 /// The database's KEK check value, if it has one.

@@ -12,11 +12,12 @@ use std::sync::Arc;
 
 use common::*;
 use lorapki_server::config::Config;
+use lorapki_server::kek::open_root_keys;
 use lorapki_server::registry::{
     Check, ImportPolicy, TrustAnchors, check_registered_identities, parse_csv, parse_csv_with,
     parse_json, parse_json_with, text_names_dev_eui,
 };
-use lorapki_server::store::{Commit, KeyOp, SessionWrite, open_root_keys};
+use lorapki_server::store::{Commit, KeyOp, SessionWrite};
 use lorapki_server::{Error, Eui64, KeyState, Metrics, StorageKek, Store, app};
 
 const KEY_A: &str = "2b7e151628aed2a6abf7158809cf4f3c";
