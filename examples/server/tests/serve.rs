@@ -552,3 +552,82 @@ fn missing_files_are_io_errors_naming_them() {
         );
     }
 }
+
+/// Posts `body` to the join server at `port` with an optional bearer token; the status line.
+fn post_join(port: u16, token: Option<&str>, body: &str) -> String {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    write!(
+        s,
+        "POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n{auth}\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out.lines().next().unwrap_or_default().to_owned()
+}
+
+/// Refused JoinReqs reach the log at the default level (no `RUST_LOG`), once per reason per
+/// interval however many arrive, with the count of the lines held back.
+#[test]
+fn refusals_are_logged_at_the_default_level_and_throttled() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    keygen(d);
+    let (metrics, js) = (free_port(), free_port());
+    std::fs::write(d.join("server.toml"), config_with_ports(js, metrics)).unwrap();
+    let mut child = Command::new(BIN)
+        .args(["serve", "--config", "server.toml"])
+        .env_remove("RUST_LOG")
+        .env("LORAPKI_JS_TOKEN", "s3cret")
+        .current_dir(d)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while get(metrics, "/health").is_none() {
+        assert!(started.elapsed() < Duration::from_secs(20), "never came up");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let join_req = r#"{"ProtocolVersion":"1.0","SenderID":"000000","ReceiverID":"70b3d57ed0000000","TransactionID":1,"MessageType":"JoinReq","MACVersion":"1.0.3","PHYPayload":"00","DevEUI":"70b3d57e00000001","DevAddr":"01020304","DLSettings":"00","RxDelay":1}"#;
+    for _ in 0..20 {
+        let status = post_join(js, None, join_req);
+        assert!(status.contains(" 401 "), "{status}");
+    }
+    for _ in 0..5 {
+        let status = post_join(js, Some("s3cret"), join_req);
+        assert!(status.starts_with("HTTP/1.1 "), "{status}");
+    }
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut log = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut log)
+        .unwrap();
+    assert!(child.wait().unwrap().success(), "{log}");
+    let refused: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("JoinReq refused"))
+        .collect();
+    let unauthorized: Vec<&&str> = refused
+        .iter()
+        .filter(|l| l.contains("Unauthorized"))
+        .collect();
+    assert_eq!(unauthorized.len(), 1, "one line for 20 refusals: {log}");
+    assert!(unauthorized[0].contains("WARN"), "{log}");
+    // The authorized requests carry a one-byte PHYPayload: malformed, logged once as well.
+    let malformed: Vec<&&str> = refused
+        .iter()
+        .filter(|l| l.contains("MalformedRequest"))
+        .collect();
+    assert_eq!(malformed.len(), 1, "{log}");
+    assert!(malformed[0].contains("INFO"), "{log}");
+}
