@@ -3,8 +3,6 @@
 
 use core::fmt;
 
-use embedded_hal::delay::DelayNs;
-use embedded_storage::nor_flash::NorFlash;
 use hkdf::Hkdf;
 use lorapki_crypto::{
     CryptoBackend, Error, KeySlot, P384_PUBLIC_COMPRESSED_LEN, P384_PUBLIC_UNCOMPRESSED_LEN, Prk,
@@ -13,8 +11,8 @@ use lorapki_crypto::{
 use sha2::{Digest, Sha384};
 use zeroize::Zeroize;
 
-use super::{EPHEMERAL_SLOTS, EphemeralSlot, IDENTITY_SLOTS, Identity, Ms500Backend, engine_error};
-use crate::engine::{AesEngine, P384_LEN, PkaCommand, PkaEngine, TrngSource};
+use super::{EPHEMERAL_SLOTS, EphemeralSlot, IDENTITY_SLOTS, Identity, Ms500Backend, Platform};
+use crate::engine::{P384_LEN, PkaCommand, PkaEngine};
 use crate::storage::{body, flag};
 
 /// An ephemeral ECDH key of an [`Ms500Backend`]: a handle to a PKA slot, not the key.
@@ -70,14 +68,7 @@ fn identity_index(slot: KeySlot) -> Result<usize> {
     }
 }
 
-impl<P, A, T, F, D> Ms500Backend<P, A, T, F, D>
-where
-    P: PkaEngine,
-    A: AesEngine,
-    T: TrngSource,
-    F: NorFlash,
-    D: DelayNs,
-{
+impl<H: Platform> Ms500Backend<H> {
     /// Decompresses (and so validates) a public key into `scratch.point`.
     fn decompress(&mut self, public: &PublicKey) -> Result<()> {
         let mut x = [0u8; P384_LEN];
@@ -197,17 +188,10 @@ where
 }
 
 /// Runs a PKA command whose output is a point or a signature into `scratch.point`.
-fn pka_into_point<P, A, T, F, D>(
-    backend: &mut Ms500Backend<P, A, T, F, D>,
+fn pka_into_point<H: Platform>(
+    backend: &mut Ms500Backend<H>,
     command: &PkaCommand<'_>,
-) -> Result<()>
-where
-    P: PkaEngine,
-    A: AesEngine,
-    T: TrngSource,
-    F: NorFlash,
-    D: DelayNs,
-{
+) -> Result<()> {
     crate::wait::pka_run(
         &mut backend.pka,
         &mut backend.delay,
@@ -215,17 +199,10 @@ where
         command,
         &mut backend.scratch.point,
     )
-    .map_err(engine_error)
+    .map_err(Error::from)
 }
 
-impl<P, A, T, F, D> CryptoBackend for Ms500Backend<P, A, T, F, D>
-where
-    P: PkaEngine,
-    A: AesEngine,
-    T: TrngSource,
-    F: NorFlash,
-    D: DelayNs,
-{
+impl<H: Platform> CryptoBackend for Ms500Backend<H> {
     type Hasher = Ms500Sha384;
     type Ephemeral = Ms500Ephemeral;
 
@@ -283,7 +260,7 @@ where
                     },
                     shared.as_mut_bytes(),
                 )
-                .map_err(engine_error)?;
+                .map_err(Error::from)?;
                 Ok(shared)
             });
             let erased = this.erase_ephemeral(index);
@@ -318,7 +295,7 @@ where
                 },
                 &mut [],
             )
-            .map_err(engine_error)
+            .map_err(Error::from)
         })
     }
 
@@ -342,7 +319,7 @@ where
                     },
                     &mut [],
                 )
-                .map_err(engine_error)?;
+                .map_err(Error::from)?;
                 compress(&this.scratch.point)
             }
             _ => Err(Error::InvalidPublicKey),
@@ -449,14 +426,7 @@ where
 }
 
 #[cfg(feature = "key-import")]
-impl<P, A, T, F, D> lorapki_crypto::KeyImport for Ms500Backend<P, A, T, F, D>
-where
-    P: PkaEngine,
-    A: AesEngine,
-    T: TrngSource,
-    F: NorFlash,
-    D: DelayNs,
-{
+impl<H: Platform> lorapki_crypto::KeyImport for Ms500Backend<H> {
     fn identity_import(
         &mut self,
         slot: KeySlot,
