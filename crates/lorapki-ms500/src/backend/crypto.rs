@@ -6,9 +6,9 @@ use core::fmt;
 use hkdf::Hkdf;
 use lorapki_crypto::{
     CryptoBackend, Error, KeySlot, P384_PUBLIC_COMPRESSED_LEN, P384_PUBLIC_UNCOMPRESSED_LEN, Prk,
-    PublicKey, Result, SHA384_LEN, Sha384Hasher, SharedSecret, Signature,
+    PublicKey, Result, SHA384_LEN, SharedSecret, Signature,
 };
-use sha2::{Digest, Sha384};
+use sha2::Sha384;
 use zeroize::Zeroize;
 
 use super::{EPHEMERAL_SLOTS, EphemeralSlot, IDENTITY_SLOTS, Identity, Ms500Backend, Platform};
@@ -28,26 +28,6 @@ impl fmt::Debug for Ms500Ephemeral {
         f.debug_struct("Ms500Ephemeral")
             .field("slot", &self.index)
             .finish_non_exhaustive()
-    }
-}
-
-/// Incremental SHA-384 (software; the digest is public data).
-#[derive(Clone, Default)]
-pub struct Ms500Sha384(Sha384);
-
-impl fmt::Debug for Ms500Sha384 {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Ms500Sha384")
-    }
-}
-
-impl Sha384Hasher for Ms500Sha384 {
-    fn update(&mut self, data: &[u8]) {
-        Digest::update(&mut self.0, data);
-    }
-
-    fn finalize(self) -> [u8; SHA384_LEN] {
-        self.0.finalize().into()
     }
 }
 
@@ -203,11 +183,12 @@ fn pka_into_point<H: Platform>(
 }
 
 impl<H: Platform> CryptoBackend for Ms500Backend<H> {
-    type Hasher = Ms500Sha384;
+    // Hashing is in software (the digest is public data): `sha2::Sha384`.
+    type Hasher = Sha384;
     type Ephemeral = Ms500Ephemeral;
 
-    fn sha384(&mut self) -> Ms500Sha384 {
-        Ms500Sha384::default()
+    fn sha384(&mut self) -> Sha384 {
+        Sha384::default()
     }
 
     fn random_bytes(&mut self, out: &mut [u8]) -> Result<()> {

@@ -19,7 +19,7 @@ use crate::trng::health::ClaimedEntropy;
 use crate::trng::{Rng, RngStatus};
 use crate::wait::{Timeouts, pka_run};
 
-pub use crypto::{Ms500Ephemeral, Ms500Sha384};
+pub use crypto::Ms500Ephemeral;
 
 /// Identity-key slots of the backend: `KeySlot(0)` and `KeySlot(1)`.
 pub const IDENTITY_SLOTS: usize = 2;
