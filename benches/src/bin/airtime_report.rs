@@ -1,7 +1,8 @@
 //! The airtime report: for each region/DR of interest and both network-server answer models, the
 //! uplinks, downlinks, PHY bytes, device time on air and wall-clock time of one completed rekey
 //! under the duty-cycle limits, for the pipelined schedule (`lorapki_proto::DeviceSession`), the
-//! seed's literal order done naively, and the floor. Simulated with `lorapki-netsim`.
+//! message order of the original design done naively (PROTOCOL.md §9.5), and the floor.
+//! Simulated with `lorapki-netsim`.
 //!
 //! `cargo run -p lorapki-benches --release --bin airtime-report` prints the table and writes
 //! `benches/airtime.md` and `benches/airtime.svg`.

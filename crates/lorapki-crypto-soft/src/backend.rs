@@ -9,13 +9,13 @@ use hkdf::hmac::{Hmac, KeyInit, Mac};
 use lorapki_crypto::{
     AES_BLOCK_LEN, AesBackend, AesKey, CryptoBackend, Error, KeyImport, KeySlot,
     P384_PUBLIC_COMPRESSED_LEN, P384_PUBLIC_UNCOMPRESSED_LEN, Prk, PublicKey, Result, SHA384_LEN,
-    Secret, Sha384Hasher, SharedSecret, Signature,
+    Secret, SharedSecret, Signature,
 };
 use p384::NistP384;
 use p384::ecdsa::signature::hazmat::{PrehashSigner, PrehashVerifier};
 use p384::ecdsa::{SigningKey, VerifyingKey};
 use rand_core::TryCryptoRng;
-use sha2::{Digest, Sha384};
+use sha2::Sha384;
 use zeroize::Zeroize;
 
 use crate::aes_ops;
@@ -98,26 +98,6 @@ impl fmt::Debug for SoftEphemeral {
     }
 }
 
-/// Incremental SHA-384 of a [`SoftBackend`].
-#[derive(Clone, Default)]
-pub struct SoftSha384(Sha384);
-
-impl fmt::Debug for SoftSha384 {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("SoftSha384")
-    }
-}
-
-impl Sha384Hasher for SoftSha384 {
-    fn update(&mut self, data: &[u8]) {
-        Digest::update(&mut self.0, data);
-    }
-
-    fn finalize(self) -> [u8; SHA384_LEN] {
-        self.0.finalize().into()
-    }
-}
-
 fn compress(point: &p384::AffinePoint) -> PublicKey {
     let encoded = point.to_sec1_point(true);
     let mut bytes = [0u8; P384_PUBLIC_COMPRESSED_LEN];
@@ -143,11 +123,11 @@ fn private_scalar(private: &Secret<48>) -> Result<NonZeroScalar<NistP384>> {
 }
 
 impl<R: TryCryptoRng> CryptoBackend for SoftBackend<R> {
-    type Hasher = SoftSha384;
+    type Hasher = Sha384;
     type Ephemeral = SoftEphemeral;
 
-    fn sha384(&mut self) -> SoftSha384 {
-        SoftSha384::default()
+    fn sha384(&mut self) -> Sha384 {
+        Sha384::default()
     }
 
     fn random_bytes(&mut self, out: &mut [u8]) -> Result<()> {

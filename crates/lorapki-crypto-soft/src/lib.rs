@@ -8,7 +8,7 @@ mod keystore;
 #[cfg(feature = "test-rng")]
 mod test_rng;
 
-pub use backend::{IDENTITY_SLOTS, SoftBackend, SoftEphemeral, SoftSha384};
+pub use backend::{IDENTITY_SLOTS, SoftBackend, SoftEphemeral};
 pub use keystore::SoftKeyStore;
 pub use lorapki_crypto;
 pub use rand_core;

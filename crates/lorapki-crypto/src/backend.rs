@@ -15,6 +15,18 @@ pub trait Sha384Hasher {
     fn finalize(self) -> [u8; SHA384_LEN];
 }
 
+/// SHA-384 in software (RustCrypto's `sha2`), the hasher of the software and the MS500 backends.
+#[cfg(feature = "sha2")]
+impl Sha384Hasher for sha2::Sha384 {
+    fn update(&mut self, data: &[u8]) {
+        sha2::Digest::update(self, data);
+    }
+
+    fn finalize(self) -> [u8; SHA384_LEN] {
+        sha2::Digest::finalize(self).into()
+    }
+}
+
 /// Everything the protocol state machines need, in the device and in the server role.
 ///
 /// Long-term (identity) private keys live in numbered [`KeySlot`]s inside the backend and are never

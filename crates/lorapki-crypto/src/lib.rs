@@ -6,6 +6,7 @@
 extern crate std;
 
 mod backend;
+mod delegate;
 pub mod error;
 mod keystore;
 mod secret;
@@ -15,6 +16,7 @@ mod types;
 pub mod conformance;
 
 pub use backend::{AesBackend, CryptoBackend, KeyImport, Sha384Hasher};
+pub use delegate::DelegateBackend;
 pub use error::{Error, Result};
 pub use keystore::{KeyStoreStatus, RootKeyKind, RootKeySlot, RootKeyStore, RootKeys};
 pub use secret::{AesKey, Prk, Secret, SharedSecret};

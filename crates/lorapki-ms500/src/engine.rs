@@ -78,6 +78,23 @@ impl fmt::Display for EngineError {
 #[cfg(feature = "std")]
 impl std::error::Error for EngineError {}
 
+/// The error of the crypto traits for an engine error (the mapping of `lorapki_crypto::error`).
+impl From<EngineError> for lorapki_crypto::Error {
+    fn from(error: EngineError) -> Self {
+        match error {
+            EngineError::Busy => Self::Busy,
+            EngineError::Timeout => Self::Timeout,
+            EngineError::Fault => Self::Fault,
+            EngineError::Tamper => Self::Tamper,
+            EngineError::InvalidPoint => Self::InvalidPublicKey,
+            EngineError::InvalidSignature => Self::InvalidSignature,
+            EngineError::InvalidScalar => Self::InvalidLength,
+            EngineError::SlotEmpty => Self::SlotEmpty,
+            EngineError::NoSuchSlot => Self::Unsupported,
+        }
+    }
+}
+
 /// The state of a started command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]

@@ -24,7 +24,7 @@ pub mod ms500;
 
 pub use backend::{
     Config, DEV_NONCE_MAX, EPHEMERAL_SLOTS, IDENTITY_SLOTS, Ms500Backend, Ms500Ephemeral,
-    Ms500Sha384, OpenError, Parts, SlotMap,
+    OpenError, Parts, Platform, SlotMap,
 };
 pub use engine::{
     AesCommand, AesEngine, AesKeyRef, Engine, EngineError, PkaCommand, PkaEngine, Progress,

@@ -208,7 +208,7 @@ impl<A: AesEngine, D: DelayNs> Cipher<'_, A, D> {
 
 fn ccm_error(error: CcmError<EngineError>) -> Error {
     match error {
-        CcmError::Cipher(error) => crate::backend::engine_error(error),
+        CcmError::Cipher(error) => error.into(),
         // Records are built by this module; an authentication failure of the *current* record
         // after start-up means the flash changed under us.
         CcmError::Authentication | CcmError::InvalidParameters => Error::Fault,

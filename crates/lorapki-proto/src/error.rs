@@ -78,7 +78,7 @@ impl From<lorapki_crypto::Error> for Error {
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum FailReason {
-    /// 8 uplinks without an answer (the seed's rule, PROTOCOL.md §6.3).
+    /// 8 uplinks without an answer (the original design's rule, PROTOCOL.md §6.3).
     NoAnswer,
     /// The server could not verify the device's signature (SigVerifyAns Rejected).
     Rejected,

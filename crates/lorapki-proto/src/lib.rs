@@ -29,7 +29,7 @@ pub use time::{Duration, Instant};
 /// Re-exported so that adapters name the same types as the state machines.
 pub use lorapki_crypto::{KeyStoreStatus, RootKeySlot};
 
-/// The seed's rule: a device that sent this many uplinks for one step without an answer declares
+/// The original design's rule: a device that sent this many uplinks for one step without an answer declares
 /// the step failed (PROTOCOL.md §6.3).
 pub const MAX_UPLINKS_WITHOUT_ANSWER: u8 = 8;
 

@@ -17,8 +17,8 @@ use std::process::Command;
 
 use lorapki_crypto::conformance as der;
 use lorapki_crypto::{
-    CryptoBackend, KeyImport, KeySlot, KeyStoreStatus, PublicKey, Result as CryptoResult,
-    SHA384_LEN, Secret, SharedSecret, Signature,
+    CryptoBackend, DelegateBackend, KeyImport, KeySlot, KeyStoreStatus, PublicKey,
+    Result as CryptoResult, SHA384_LEN, Secret, SharedSecret, Signature,
 };
 use lorapki_crypto_soft::{SoftBackend, TestRng};
 use lorapki_proto::keys::{self, LorawanVersion, Role, Transcript};
@@ -48,69 +48,25 @@ struct FixedEphemerals {
     scalars: VecDeque<[u8; 48]>,
 }
 
-impl CryptoBackend for FixedEphemerals {
-    type Hasher = <SoftBackend<TestRng> as CryptoBackend>::Hasher;
+impl DelegateBackend for FixedEphemerals {
+    type Inner = SoftBackend<TestRng>;
     type Ephemeral = <SoftBackend<TestRng> as CryptoBackend>::Ephemeral;
-    fn sha384(&mut self) -> Self::Hasher {
-        self.inner.sha384()
+
+    fn inner(&mut self) -> &mut SoftBackend<TestRng> {
+        &mut self.inner
     }
-    fn random_bytes(&mut self, out: &mut [u8]) -> CryptoResult<()> {
-        self.inner.random_bytes(out)
-    }
-    fn hkdf_extract(&mut self, salt: &[u8], ikm: &[u8]) -> CryptoResult<lorapki_crypto::Prk> {
-        self.inner.hkdf_extract(salt, ikm)
-    }
-    fn hkdf_expand(
-        &mut self,
-        prk: &lorapki_crypto::Prk,
-        info: &[&[u8]],
-        okm: &mut [u8],
-    ) -> CryptoResult<()> {
-        self.inner.hkdf_expand(prk, info, okm)
-    }
+
     fn ephemeral_generate(&mut self) -> CryptoResult<(Self::Ephemeral, PublicKey)> {
         let scalar = self.scalars.pop_front().expect("one fixed scalar per run");
         self.inner.ephemeral_import(&Secret::from_array(scalar))
     }
+
     fn ecdh_agree(
         &mut self,
         ephemeral: Self::Ephemeral,
         peer: &PublicKey,
     ) -> CryptoResult<SharedSecret> {
         self.inner.ecdh_agree(ephemeral, peer)
-    }
-    fn ecdsa_verify_digest(
-        &mut self,
-        public: &PublicKey,
-        digest: &[u8; 48],
-        signature: &Signature,
-    ) -> CryptoResult<()> {
-        self.inner.ecdsa_verify_digest(public, digest, signature)
-    }
-    fn public_key_from_sec1(&mut self, sec1: &[u8]) -> CryptoResult<PublicKey> {
-        self.inner.public_key_from_sec1(sec1)
-    }
-    fn public_key_uncompressed(&mut self, public: &PublicKey) -> CryptoResult<[u8; 97]> {
-        self.inner.public_key_uncompressed(public)
-    }
-    fn identity_generate(&mut self, slot: KeySlot) -> CryptoResult<PublicKey> {
-        self.inner.identity_generate(slot)
-    }
-    fn identity_public_key(&mut self, slot: KeySlot) -> CryptoResult<PublicKey> {
-        self.inner.identity_public_key(slot)
-    }
-    fn identity_public_key_uncompressed(&mut self, slot: KeySlot) -> CryptoResult<[u8; 97]> {
-        self.inner.identity_public_key_uncompressed(slot)
-    }
-    fn identity_sign_digest(
-        &mut self,
-        slot: KeySlot,
-        digest: &[u8; 48],
-    ) -> CryptoResult<Signature> {
-        self.inner.identity_sign_digest(slot, digest)
-    }
-    fn identity_erase(&mut self, slot: KeySlot) -> CryptoResult<()> {
-        self.inner.identity_erase(slot)
     }
 }
 

@@ -20,7 +20,7 @@
 //! Whether the pieces fit together (ranges, lengths, duplicates) is the
 //! [`Reassembler`](crate::Reassembler)'s business.
 
-use crate::header::{check_cid, check_inner_start, check_len, check_space, header, index};
+use crate::header::{check_cid, check_len, check_space, header, index};
 use crate::view::view_methods;
 use crate::{Error, Session, cid};
 
@@ -80,6 +80,29 @@ impl<T: AsRef<[u8]>> Fragment<T> {
     /// DATA.
     pub fn data(&self) -> &[u8] {
         &self.buffer.as_ref()[field::DATA]
+    }
+}
+
+/// The length of the fragmentable command that starts with `cid` and `header`, or `None` when
+/// that is no fragmentable command.
+pub(crate) const fn fragmentable_len(cid: u8, header: u8) -> Option<usize> {
+    match cid {
+        cid::PUB_KEY_REQ => Some(crate::pub_key_req::LEN),
+        cid::PUB_KEY_ANS => crate::pub_key_ans::len_of_part(index(header)),
+        cid::SIG_VERIFY_REQ => Some(crate::sig_verify_req::LEN),
+        cid::ABORT if index(header) == 0 => Some(crate::abort::LEN),
+        _ => None,
+    }
+}
+
+/// Whether `bytes`, the start of an inner command, can begin a fragmentable command.
+fn check_inner_start(bytes: &[u8]) -> Result<(), Error> {
+    match *bytes {
+        [cid, ..] if !cid::is_fragmentable(cid) => Err(Error::BadInner { cid }),
+        [cid, header, ..] if fragmentable_len(cid, header).is_none() => {
+            Err(Error::BadInner { cid })
+        }
+        _ => Ok(()),
     }
 }
 

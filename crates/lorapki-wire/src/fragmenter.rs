@@ -5,8 +5,8 @@
 //! retransmission [`restart`](Fragmenter::restart)s with the same FID, so the receiver can merge
 //! the copies.
 
-use crate::fragment::{HEADER_LEN, MAX_FID, MIN_LEN};
-use crate::header::{check_space, fragmentable_len};
+use crate::fragment::{HEADER_LEN, MAX_FID, MIN_LEN, fragmentable_len};
+use crate::header::check_space;
 use crate::{CommandRepr, Error, FragmentRepr, MAX_COMMAND_LEN, Session, cid};
 
 /// Emits the Fragments of one serialized command, front to back.

@@ -8,7 +8,7 @@
 //! +---+---+---+---+---+---+---+---+
 //! ```
 
-use crate::{Error, Session, cid};
+use crate::{Error, Session};
 
 /// The INDEX bits of a header byte.
 pub(crate) const fn index(header: u8) -> u8 {
@@ -18,29 +18,6 @@ pub(crate) const fn index(header: u8) -> u8 {
 /// A header byte from its two fields; `index` must already be known to fit in two bits.
 pub(crate) const fn header(session: Session, index: u8) -> u8 {
     (session.value() << 2) | (index & 0b11)
-}
-
-/// The length of the fragmentable command that starts with `cid` and `header`, or `None` when
-/// that is no fragmentable command.
-pub(crate) const fn fragmentable_len(cid: u8, header: u8) -> Option<usize> {
-    match cid {
-        cid::PUB_KEY_REQ => Some(crate::pub_key_req::LEN),
-        cid::PUB_KEY_ANS => crate::pub_key_ans::len_of_part(index(header)),
-        cid::SIG_VERIFY_REQ => Some(crate::sig_verify_req::LEN),
-        cid::ABORT if index(header) == 0 => Some(crate::abort::LEN),
-        _ => None,
-    }
-}
-
-/// Whether `bytes`, the start of an inner command, can begin a fragmentable command.
-pub(crate) fn check_inner_start(bytes: &[u8]) -> Result<(), Error> {
-    match *bytes {
-        [cid, ..] if !cid::is_fragmentable(cid) => Err(Error::BadInner { cid }),
-        [cid, header, ..] if fragmentable_len(cid, header).is_none() => {
-            Err(Error::BadInner { cid })
-        }
-        _ => Ok(()),
-    }
 }
 
 /// [`Error::UnexpectedCid`] unless `bytes` is empty or starts with `expected`.

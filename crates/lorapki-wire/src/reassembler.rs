@@ -18,7 +18,7 @@
 //! a later command unless the same FID is re-used within the session, after four other
 //! fragmented commands in that direction.
 
-use crate::header::fragmentable_len;
+use crate::fragment::fragmentable_len;
 use crate::{Fragment, FragmentRepr, MAX_COMMAND_LEN, ReassemblyError, Session, cid};
 
 #[derive(Debug, Clone, Copy)]

@@ -5,8 +5,8 @@
 use core::fmt;
 
 use lorapki_crypto::{
-    CryptoBackend, Error, KeyImport, KeySlot, Prk, PublicKey, Result, SHA384_LEN, Secret,
-    SharedSecret, Signature,
+    CryptoBackend, DelegateBackend, Error, KeyImport, KeySlot, Prk, PublicKey, Result, SHA384_LEN,
+    Secret, SharedSecret, Signature,
 };
 use lorapki_crypto_soft::SoftBackend;
 use rand_core::{TryCryptoRng, TryRng};
@@ -108,12 +108,14 @@ impl FixedEphemerals {
     }
 }
 
-impl CryptoBackend for FixedEphemerals {
-    type Hasher = <SoftBackend<NoEntropy> as CryptoBackend>::Hasher;
+/// Only what differs from `SoftBackend`: the fixed ephemeral key, the count of random draws, and
+/// the timers around the primitives of [`Profile`]; the rest is forwarded.
+impl DelegateBackend for FixedEphemerals {
+    type Inner = SoftBackend<NoEntropy>;
     type Ephemeral = <SoftBackend<NoEntropy> as CryptoBackend>::Ephemeral;
 
-    fn sha384(&mut self) -> Self::Hasher {
-        self.inner.sha384()
+    fn inner(&mut self) -> &mut SoftBackend<NoEntropy> {
+        &mut self.inner
     }
 
     fn random_bytes(&mut self, out: &mut [u8]) -> Result<()> {
@@ -170,22 +172,6 @@ impl CryptoBackend for FixedEphemerals {
         key
     }
 
-    fn public_key_uncompressed(&mut self, public: &PublicKey) -> Result<[u8; 97]> {
-        self.inner.public_key_uncompressed(public)
-    }
-
-    fn identity_generate(&mut self, slot: KeySlot) -> Result<PublicKey> {
-        self.inner.identity_generate(slot)
-    }
-
-    fn identity_public_key(&mut self, slot: KeySlot) -> Result<PublicKey> {
-        self.inner.identity_public_key(slot)
-    }
-
-    fn identity_public_key_uncompressed(&mut self, slot: KeySlot) -> Result<[u8; 97]> {
-        self.inner.identity_public_key_uncompressed(slot)
-    }
-
     fn identity_sign_digest(
         &mut self,
         slot: KeySlot,
@@ -196,9 +182,5 @@ impl CryptoBackend for FixedEphemerals {
             .measure(|| self.inner.identity_sign_digest(slot, digest));
         self.profile.sign.add(counts);
         signature
-    }
-
-    fn identity_erase(&mut self, slot: KeySlot) -> Result<()> {
-        self.inner.identity_erase(slot)
     }
 }

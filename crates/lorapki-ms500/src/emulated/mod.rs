@@ -49,8 +49,7 @@ pub type EmulatedFlash = NorFlashModel<2048, 512>;
 pub type EmulatedParts = Parts<EmulatedPka, EmulatedAes, EmulatedTrng, EmulatedFlash, VirtualDelay>;
 
 /// The backend on emulated engines.
-pub type EmulatedBackend =
-    crate::Ms500Backend<EmulatedPka, EmulatedAes, EmulatedTrng, EmulatedFlash, VirtualDelay>;
+pub type EmulatedBackend = crate::Ms500Backend<EmulatedParts>;
 
 /// The key-store layout of [`emulated_parts`]: area A in the first sector, B in the third.
 #[must_use]

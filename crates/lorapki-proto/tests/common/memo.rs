@@ -18,10 +18,11 @@ use std::hash::Hash;
 use std::sync::{Mutex, OnceLock};
 
 use lorapki_crypto::{
-    AesBackend, AesKey, CryptoBackend, Error, KeyImport, KeySlot, P384_PUBLIC_UNCOMPRESSED_LEN,
-    Prk, PublicKey, Result, SHA384_LEN, Secret, SharedSecret, Signature,
+    AesBackend, AesKey, CryptoBackend, DelegateBackend, Error, KeyImport, KeySlot,
+    P384_PUBLIC_UNCOMPRESSED_LEN, Prk, PublicKey, Result, SHA384_LEN, Secret, SharedSecret,
+    Signature,
 };
-use lorapki_crypto_soft::{SoftBackend, SoftSha384, TestRng};
+use lorapki_crypto_soft::{SoftBackend, TestRng};
 
 type Scalar = [u8; 48];
 
@@ -160,16 +161,14 @@ impl MemoBackend {
     }
 }
 
-impl CryptoBackend for MemoBackend {
-    type Hasher = SoftSha384;
+/// Randomness, hashing and `public_key_uncompressed` are forwarded to `inner`; the rest is cached
+/// or answered from the backend's own identity slots.
+impl DelegateBackend for MemoBackend {
+    type Inner = SoftBackend<TestRng>;
     type Ephemeral = MemoEphemeral;
 
-    fn sha384(&mut self) -> SoftSha384 {
-        self.inner.sha384()
-    }
-
-    fn random_bytes(&mut self, out: &mut [u8]) -> Result<()> {
-        self.inner.random_bytes(out)
+    fn inner(&mut self) -> &mut SoftBackend<TestRng> {
+        &mut self.inner
     }
 
     fn hkdf_extract(&mut self, salt: &[u8], ikm: &[u8]) -> Result<Prk> {
@@ -245,13 +244,6 @@ impl CryptoBackend for MemoBackend {
             sec1.to_vec(),
             || scratch().public_key_from_sec1(sec1),
         )
-    }
-
-    fn public_key_uncompressed(
-        &mut self,
-        public: &PublicKey,
-    ) -> Result<[u8; P384_PUBLIC_UNCOMPRESSED_LEN]> {
-        self.inner.public_key_uncompressed(public)
     }
 
     fn identity_generate(&mut self, slot: KeySlot) -> Result<PublicKey> {

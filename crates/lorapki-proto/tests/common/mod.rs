@@ -18,6 +18,7 @@ use lorapki_proto::{
 };
 use lorapki_wire::{CommandRepr, Commands};
 
+pub mod attacker;
 pub mod memo;
 
 /// The backend of both sides: RustCrypto, with its P-384 operations cached across the runs of
