@@ -324,7 +324,7 @@ impl<B: CryptoBackend> DeviceSession<B> {
             None => {
                 let mut byte = [0u8; 1];
                 backend.random_bytes(&mut byte)?;
-                Session::new(byte[0] & 0x3f).map_err(Error::Wire)?
+                Session::new(byte[0] & 0x3f).map_err(|e| Error::Wire(e.into()))?
             }
         };
         let (ephemeral, ephemeral_public) = backend.ephemeral_generate()?;

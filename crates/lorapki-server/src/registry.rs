@@ -35,7 +35,6 @@ use x509_cert::der::{self, Decode, Encode};
 use crate::error::{Error, ImportError, Result};
 use crate::eui::{Eui64, truncate};
 use crate::lorawan::MacVersion;
-use crate::store::Store;
 
 /// Files larger than this are refused before parsing.
 pub const MAX_IMPORT_BYTES: usize = 64 * 1024 * 1024;
@@ -136,6 +135,14 @@ pub struct Parsed {
     pub devices: Vec<(usize, NewDevice)>,
     /// What the relaxed checks found, by line.
     pub warnings: Vec<ImportError>,
+}
+
+impl Parsed {
+    /// The identity keys of the parsed devices (to look up who else holds them).
+    #[must_use]
+    pub fn identities(&self) -> Vec<PublicKey> {
+        self.devices.iter().map(|(_, d)| d.identity).collect()
+    }
 }
 
 /// How the identity key of a device was given.
@@ -904,23 +911,25 @@ pub fn parse_file_with(
 }
 
 /// The one-identity-key-per-device check against the registered devices, to run before
-/// [`Store::import_devices`]: a key that already belongs to another registered device refuses
-/// the import (every such line is listed), or with [`Check::SharedIdentityKey`] allowed adds a
-/// warning to `parsed`. (It reads the registry outside the import's transaction: two imports
-/// running at the same time are not checked against each other.)
+/// [`Store::import_devices`](crate::Store::import_devices): `registered` are the registered
+/// devices holding one of the file's keys ([`Parsed::identities`], looked up with
+/// [`Store::devices_with_identities`](crate::Store::devices_with_identities)). A key that already
+/// belongs to another registered device refuses the import (every such line is listed), or with
+/// [`Check::SharedIdentityKey`] allowed adds a warning to `parsed`. (The registry is read outside
+/// the import's transaction: two imports running at the same time are not checked against each
+/// other.)
 ///
 /// # Errors
 ///
-/// [`Error::Import`], or [`Error::Store`].
-pub async fn check_registered_identities(
-    store: &Store,
+/// [`Error::Import`].
+pub fn check_registered_identities(
+    registered: &[(Eui64, PublicKey)],
     parsed: &mut Parsed,
     policy: &ImportPolicy,
 ) -> Result<()> {
-    let keys: Vec<PublicKey> = parsed.devices.iter().map(|(_, d)| d.identity).collect();
     let mut owners: HashMap<PublicKey, Vec<Eui64>> = HashMap::new();
-    for (dev_eui, key) in store.devices_with_identities(&keys).await? {
-        owners.entry(key).or_default().push(dev_eui);
+    for (dev_eui, key) in registered {
+        owners.entry(*key).or_default().push(*dev_eui);
     }
     let mut errors = Vec::new();
     for (line, d) in &parsed.devices {

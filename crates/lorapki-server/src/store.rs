@@ -875,7 +875,7 @@ fn device_from_row(r: &AnyRow) -> Result<DeviceRow> {
 impl Store {
     /// The registered devices whose identity key is one of `identities`, as (DevEUI, key): the
     /// registry's one-identity-key-per-device check at import
-    /// ([`crate::registry::check_registered_identities`]).
+    /// ([`crate::registry::check_registered_identities`] takes what this returns).
     ///
     /// # Errors
     ///

@@ -642,9 +642,15 @@ async fn shared_identity_suite(db: Db) {
         &strict,
     )
     .unwrap();
-    check_registered_identities(&store, &mut first, &strict)
-        .await
-        .unwrap();
+    check_registered_identities(
+        &store
+            .devices_with_identities(&first.identities())
+            .await
+            .unwrap(),
+        &mut first,
+        &strict,
+    )
+    .unwrap();
     store
         .import_devices(&first.devices, &kek(), 1)
         .await
@@ -652,9 +658,15 @@ async fn shared_identity_suite(db: Db) {
     let text = format!("{header}{}{}", row(10, &k3), row(11, &k1));
     let mut parsed = parse_csv_with(&text, &TrustAnchors::none(), now(), &strict).unwrap();
     let errors = import_errors(
-        check_registered_identities(&store, &mut parsed, &strict)
-            .await
-            .unwrap_err(),
+        check_registered_identities(
+            &store
+                .devices_with_identities(&parsed.identities())
+                .await
+                .unwrap(),
+            &mut parsed,
+            &strict,
+        )
+        .unwrap_err(),
     );
     assert_eq!(
         errors,
@@ -678,14 +690,26 @@ async fn shared_identity_suite(db: Db) {
         &strict,
     )
     .unwrap();
-    check_registered_identities(&store, &mut again, &strict)
-        .await
-        .unwrap();
+    check_registered_identities(
+        &store
+            .devices_with_identities(&again.identities())
+            .await
+            .unwrap(),
+        &mut again,
+        &strict,
+    )
+    .unwrap();
     // Relaxed: a warning, and the import goes through.
     let mut parsed = parse_csv_with(&text, &TrustAnchors::none(), now(), &relaxed).unwrap();
-    check_registered_identities(&store, &mut parsed, &relaxed)
-        .await
-        .unwrap();
+    check_registered_identities(
+        &store
+            .devices_with_identities(&parsed.identities())
+            .await
+            .unwrap(),
+        &mut parsed,
+        &relaxed,
+    )
+    .unwrap();
     assert_eq!(parsed.warnings.len(), 1);
     assert_eq!(parsed.warnings[0].line, 3);
     assert!(

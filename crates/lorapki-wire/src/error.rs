@@ -1,6 +1,7 @@
 use core::fmt;
 
 use crate::Session;
+use crate::session::SessionOutOfRange;
 
 /// Everything that can go wrong while parsing or emitting lorapki frames.
 ///
@@ -189,3 +190,9 @@ impl fmt::Display for ReassemblyError {
 }
 
 impl core::error::Error for ReassemblyError {}
+
+impl From<SessionOutOfRange> for Error {
+    fn from(e: SessionOutOfRange) -> Self {
+        Self::SessionOutOfRange { value: e.value }
+    }
+}

@@ -29,7 +29,7 @@ pub use key_change_req::{KeyChangeReq, KeyChangeReqRepr};
 pub use pub_key_ans::{Part, PubKeyAns, PubKeyAnsRepr};
 pub use pub_key_req::{PubKeyReq, PubKeyReqRepr};
 pub use reassembler::Reassembler;
-pub use session::Session;
+pub use session::{Session, SessionOutOfRange};
 pub use sig_verify_ans::{Code, SigVerifyAns, SigVerifyAnsRepr};
 pub use sig_verify_req::{SigVerifyReq, SigVerifyReqRepr};
 

@@ -1,7 +1,5 @@
 use core::fmt;
 
-use crate::Error;
-
 /// A 6-bit session number (0..=63), carried in bits 7..2 of every header byte.
 ///
 /// Session numbers wrap, so they are compared as serial numbers (RFC 1982 with `SERIAL_BITS = 6`),
@@ -14,12 +12,13 @@ impl Session {
     /// The largest session number.
     pub const MAX: u8 = 63;
 
-    /// The session number `value`, or [`Error::SessionOutOfRange`] above 63.
-    pub const fn new(value: u8) -> Result<Self, Error> {
+    /// The session number `value`, or [`SessionOutOfRange`] above 63 (which converts into
+    /// [`Error::SessionOutOfRange`](crate::Error::SessionOutOfRange) with `?`).
+    pub const fn new(value: u8) -> Result<Self, SessionOutOfRange> {
         if value <= Self::MAX {
             Ok(Self(value))
         } else {
-            Err(Error::SessionOutOfRange { value })
+            Err(SessionOutOfRange { value })
         }
     }
 
@@ -52,10 +51,24 @@ impl Session {
 }
 
 impl TryFrom<u8> for Session {
-    type Error = Error;
+    type Error = SessionOutOfRange;
 
-    fn try_from(value: u8) -> Result<Self, Error> {
+    fn try_from(value: u8) -> Result<Self, SessionOutOfRange> {
         Self::new(value)
+    }
+}
+
+/// A session number above 63 was given to [`Session::new`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct SessionOutOfRange {
+    /// The number given.
+    pub value: u8,
+}
+
+impl fmt::Display for SessionOutOfRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "session {} out of range 0..=63", self.value)
     }
 }
 
@@ -82,13 +95,14 @@ mod tests {
     #[test]
     fn range() {
         assert_eq!(Session::new(63).map(Session::value), Ok(63));
-        assert_eq!(
-            Session::new(64),
-            Err(Error::SessionOutOfRange { value: 64 })
-        );
+        assert_eq!(Session::new(64), Err(SessionOutOfRange { value: 64 }));
         assert_eq!(
             Session::try_from(255),
-            Err(Error::SessionOutOfRange { value: 255 })
+            Err(SessionOutOfRange { value: 255 })
+        );
+        assert_eq!(
+            crate::Error::from(SessionOutOfRange { value: 64 }),
+            crate::Error::SessionOutOfRange { value: 64 }
         );
     }
 

@@ -208,7 +208,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                             SystemTime::now(),
                             &policy,
                         )?;
-                        registry::check_registered_identities(&store, &mut parsed, &policy).await?;
+                        let registered =
+                            store.devices_with_identities(&parsed.identities()).await?;
+                        registry::check_registered_identities(&registered, &mut parsed, &policy)?;
                         let n = store
                             .import_devices(&parsed.devices, &kek, server::now_ms())
                             .await?;

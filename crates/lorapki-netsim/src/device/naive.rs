@@ -127,7 +127,7 @@ impl NaiveExchange {
                     self.fail(backend, now, FailReason::Crypto(e.into()));
                     return Ok(());
                 }
-                Session::new(byte[0] & Session::MAX).map_err(Error::Wire)?
+                Session::new(byte[0] & Session::MAX).map_err(|e| Error::Wire(e.into()))?
             }
         };
         let (ephemeral, ephemeral_public) = match backend.ephemeral_generate() {
