@@ -18,7 +18,7 @@ use crate::sim::{AirStats, SimConfig, Simulation};
 pub enum Strategy {
     /// `lorapki_proto::DeviceSession`: pipelined and concatenated (PROTOCOL.md §6, §9).
     Pipelined,
-    /// The seed's literal order, one request per uplink, each waiting for its answer (§9.5).
+    /// The original design's message order, one request per uplink, each waiting for its answer (§9.5).
     Naive,
 }
 

@@ -413,7 +413,7 @@ mod tests {
 
     #[test]
     fn example_config_parses() {
-        let text = include_str!("../../../examples/server/server.toml");
+        let text = include_str!("../server.toml");
         let c = Config::parse(text).unwrap();
         assert!(c.mqtt.is_some());
         assert!(c.join_server.is_some());

@@ -1,7 +1,7 @@
 //! Devices on the air, one file per part: the [`AirDevice`] interface the simulator drives
 //! ([`air`]), and [`EndDevice`] ([`end_device`]), a light LoRaWAN 1.0.x Class A device model that
 //! runs a key exchange strategy ([`Exchange`], [`exchange`]): the real pipelined
-//! `DeviceSession` ([`Pipelined`], [`pipelined`]) or the [`NaiveExchange`] of the seed's literal
+//! `DeviceSession` ([`Pipelined`], [`pipelined`]) or the [`NaiveExchange`] of the original design's
 //! order ([`naive`]).
 //!
 //! # A device on the air

@@ -1,4 +1,4 @@
-//! [`NaiveExchange`]: the seed's literal message order, done naively (PROTOCOL.md §9.5).
+//! [`NaiveExchange`]: the original design's message order, done naively (PROTOCOL.md §9.5).
 
 use std::collections::VecDeque;
 
@@ -15,7 +15,7 @@ use lorapki_wire::{
 use super::exchange::{Exchange, Outgoing};
 use crate::rng::Backend;
 
-/// The steps of the seed's literal order.
+/// The steps of the original design's message order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Step {
     PubKey,
@@ -57,7 +57,7 @@ enum NaiveState {
     Rejoin(u32),
 }
 
-/// The seed's literal message order, done naively: one request per uplink, each waiting for its
+/// The original design's message order, done naively: one request per uplink, each waiting for its
 /// answer before the next, no concatenation (PROTOCOL.md §9.5).
 ///
 /// Requests: PubKeyReq (answer: all three PubKeyAns parts), SigVerifyReq C=0 (no answer in the

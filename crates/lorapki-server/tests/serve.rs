@@ -333,12 +333,12 @@ fn example_config_on_free_ports() -> (String, u16) {
     )
 }
 
-/// The README's set-up, run verbatim in an empty directory: its `sh` block command by command
+/// SETUP.md's set-up, run verbatim in an empty directory: its `sh` block command by command
 /// (`serve` until `/health` answers), with `server.toml` copied from here (free ports, as the
 /// README tells to adjust) and `devices.csv` from its `csv` block.
 #[test]
 fn readme_set_up_works_verbatim_in_an_empty_directory() {
-    let readme = include_str!("../README.md");
+    let readme = include_str!("../SETUP.md");
     let steps = fenced(readme, "sh");
     let steps = steps.first().expect("the README has a sh block");
     let csv = fenced(readme, "csv");

@@ -4,7 +4,6 @@
 //! server accepts: no key is lost. Also exercises `keygen`, `devices import` and `devices list`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "../../../crates/lorapki-server/tests/common/mod.rs"]
 mod common;
 
 use std::collections::HashMap;
