@@ -4,12 +4,10 @@ use core::fmt;
 
 use elliptic_curve::sec1::ToSec1Point;
 use elliptic_curve::{Generate, NonZeroScalar};
-use hkdf::Hkdf;
-use hkdf::hmac::{Hmac, KeyInit, Mac};
 use lorapki_crypto::{
     AES_BLOCK_LEN, AesBackend, AesKey, CryptoBackend, Error, KeyImport, KeySlot,
     P384_PUBLIC_COMPRESSED_LEN, P384_PUBLIC_UNCOMPRESSED_LEN, Prk, PublicKey, Result, SHA384_LEN,
-    Secret, SharedSecret, Signature,
+    Secret, SharedSecret, Signature, hkdf_sha384,
 };
 use p384::NistP384;
 use p384::ecdsa::signature::hazmat::{PrehashSigner, PrehashVerifier};
@@ -135,21 +133,11 @@ impl<R: TryCryptoRng> CryptoBackend for SoftBackend<R> {
     }
 
     fn hkdf_extract(&mut self, salt: &[u8], ikm: &[u8]) -> Result<Prk> {
-        // RFC 5869 §2.2 is one HMAC; `Hkdf::extract` would also key an expander we do not keep.
-        // An empty salt is an empty HMAC key, which HMAC pads with zeros: the RFC's default.
-        let mut hmac = <Hmac<Sha384> as KeyInit>::new_from_slice(salt).map_err(|_| Error::Fault)?;
-        hmac.update(ikm);
-        let mut prk = hmac.finalize().into_bytes();
-        let secret = Prk::from_slice(&prk);
-        prk.zeroize();
-        secret
+        hkdf_sha384::extract(salt, ikm)
     }
 
     fn hkdf_expand(&mut self, prk: &Prk, info: &[&[u8]], okm: &mut [u8]) -> Result<()> {
-        let hkdf =
-            Hkdf::<Sha384>::from_prk(prk.expose_secret()).map_err(|_| Error::InvalidLength)?;
-        hkdf.expand_multi_info(info, okm)
-            .map_err(|_| Error::InvalidLength)
+        hkdf_sha384::expand(prk, info, okm)
     }
 
     fn ephemeral_generate(&mut self) -> Result<(SoftEphemeral, PublicKey)> {

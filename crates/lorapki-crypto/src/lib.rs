@@ -15,6 +15,8 @@ mod types;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 
+#[cfg(feature = "sha2")]
+pub use backend::hkdf_sha384;
 pub use backend::{AesBackend, CryptoBackend, KeyImport, Sha384Hasher};
 pub use delegate::DelegateBackend;
 pub use error::{Error, Result};

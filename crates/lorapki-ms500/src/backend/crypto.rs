@@ -3,10 +3,9 @@
 
 use core::fmt;
 
-use hkdf::Hkdf;
 use lorapki_crypto::{
     CryptoBackend, Error, KeySlot, P384_PUBLIC_COMPRESSED_LEN, P384_PUBLIC_UNCOMPRESSED_LEN, Prk,
-    PublicKey, Result, SHA384_LEN, SharedSecret, Signature,
+    PublicKey, Result, SHA384_LEN, SharedSecret, Signature, hkdf_sha384,
 };
 use sha2::Sha384;
 use zeroize::Zeroize;
@@ -200,17 +199,11 @@ impl<H: Platform> CryptoBackend for Ms500Backend<H> {
     }
 
     fn hkdf_extract(&mut self, salt: &[u8], ikm: &[u8]) -> Result<Prk> {
-        let (mut prk, _) = Hkdf::<Sha384>::extract(Some(salt), ikm);
-        let secret = Prk::from_slice(&prk);
-        prk.zeroize();
-        secret
+        hkdf_sha384::extract(salt, ikm)
     }
 
     fn hkdf_expand(&mut self, prk: &Prk, info: &[&[u8]], okm: &mut [u8]) -> Result<()> {
-        let hkdf =
-            Hkdf::<Sha384>::from_prk(prk.expose_secret()).map_err(|_| Error::InvalidLength)?;
-        hkdf.expand_multi_info(info, okm)
-            .map_err(|_| Error::InvalidLength)
+        hkdf_sha384::expand(prk, info, okm)
     }
 
     fn ephemeral_generate(&mut self) -> Result<(Ms500Ephemeral, PublicKey)> {
