@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -104,7 +104,14 @@ async fn listen(
     router: axum::Router,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<()> {
-    axum::serve(listener.listener, router)
+    use axum::serve::ListenerExt as _;
+    // Answers are small and latency-bound: no Nagle delay on accepted connections.
+    let tcp = listener.listener.tap_io(|stream| {
+        if let Err(e) = stream.set_nodelay(true) {
+            debug!(error = %e, "TCP_NODELAY not set on an accepted connection");
+        }
+    });
+    axum::serve(tcp, router)
         .with_graceful_shutdown(async move {
             let _ = shutdown.wait_for(|stop| *stop).await;
         })

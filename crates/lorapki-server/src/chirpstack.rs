@@ -401,6 +401,8 @@ async fn run_inner(
     handoff: Handoff,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<()> {
+    // Named in the connection logs as the setting it comes from.
+    let broker = format!("[mqtt] server = {}:{}", settings.host, settings.port);
     let mut options = MqttOptions::new(&settings.client_id, &settings.host, settings.port);
     options.set_keep_alive(Duration::from_secs(30));
     // MQTT 5: the broker discards what is larger for this client (see MAX_PACKET).
@@ -437,7 +439,7 @@ async fn run_inner(
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 server.metrics().mqtt_connected();
                 for filter in &filters {
-                    info!(filter = %filter, "MQTT connected; subscribing");
+                    info!(broker = %broker, filter = %filter, "MQTT connected; subscribing");
                     let mut f = Filter::new(filter.clone(), QoS::AtLeastOnce);
                     // Retained events are stale copies, not live uplinks.
                     f.retain_forward_rule = RetainForwardRule::Never;
@@ -498,7 +500,7 @@ async fn run_inner(
             Ok(_) => {}
             Err(e) => {
                 server.metrics().mqtt_connection_error();
-                warn!(error = %e, "MQTT connection error; reconnecting");
+                warn!(broker = %broker, error = %e, "MQTT connection error; reconnecting");
                 tokio::select! {
                     _ = shutdown.changed() => break,
                     () = tokio::time::sleep(Duration::from_secs(1)) => {}

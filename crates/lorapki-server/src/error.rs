@@ -87,11 +87,9 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Import(errors) => {
-                write!(
-                    f,
-                    "import refused, nothing imported ({} errors)",
-                    errors.len()
-                )?;
+                let n = errors.len();
+                let plural = if n == 1 { "" } else { "s" };
+                write!(f, "import refused, nothing imported ({n} error{plural})")?;
                 for e in errors {
                     write!(f, "\n  {e}")?;
                 }
@@ -250,6 +248,14 @@ mod tests {
                 .is_some()
         );
         assert!(Error::Config("x".into()).source().is_none());
+        let one = Error::Import(vec![ImportError {
+            line: 2,
+            message: "dev_eui: bad".into(),
+        }]);
+        assert_eq!(
+            one.to_string(),
+            "import refused, nothing imported (1 error)\n  line 2: dev_eui: bad"
+        );
         let db = Error::from(sqlx::Error::RowNotFound);
         assert!(db.to_string().starts_with("store: "), "{db}");
         assert!(

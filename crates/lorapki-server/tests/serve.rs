@@ -631,3 +631,52 @@ fn refusals_are_logged_at_the_default_level_and_throttled() {
     assert_eq!(malformed.len(), 1, "{log}");
     assert!(malformed[0].contains("INFO"), "{log}");
 }
+
+/// A broker that cannot be reached is named in the log by its setting and address.
+#[test]
+fn unreachable_broker_is_named_in_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    keygen(d);
+    let (metrics, js, broker) = (free_port(), free_port(), free_port());
+    let config = format!(
+        "{}[mqtt]\nserver = \"127.0.0.1:{broker}\"\nclient_id = \"t\"\n",
+        config_with_ports(js, metrics)
+    );
+    std::fs::write(d.join("server.toml"), config).unwrap();
+    let mut child = Command::new(BIN)
+        .args(["serve", "--config", "server.toml"])
+        .env_remove("RUST_LOG")
+        .current_dir(d)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while get(metrics, "/health").is_none() {
+        assert!(started.elapsed() < Duration::from_secs(20), "never came up");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The integration tries at once and then once a second.
+    std::thread::sleep(Duration::from_millis(1500));
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut log = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut log)
+        .unwrap();
+    child.wait().unwrap();
+    let line = log
+        .lines()
+        .find(|l| l.contains("MQTT connection error"))
+        .unwrap_or_else(|| panic!("no connection error logged: {log}"));
+    assert!(
+        line.contains(&format!("[mqtt] server = 127.0.0.1:{broker}")),
+        "{line}"
+    );
+}
