@@ -24,6 +24,25 @@ use lorapki_proto::{
 };
 use lorapki_wire::{Command, Commands};
 
+/// `println!` that ends the program quietly when standard output is closed early (`| head`)
+/// instead of panicking, and with a clear error on any other write failure.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        emit(format_args!($($arg)*))
+    };
+}
+
+fn emit(line: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    if let Err(e) = writeln!(std::io::stdout().lock(), "{line}") {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: cannot write to standard output: {e}");
+        std::process::exit(1);
+    }
+}
+
 const DEV_EUI: [u8; 8] = [0x70, 0xb3, 0xd5, 0x7e, 0xd0, 0x00, 0x00, 0x01];
 const JOIN_EUI: [u8; 8] = [0x70, 0xb3, 0xd5, 0x7e, 0xd0, 0x00, 0x00, 0x00];
 const FACTORY_APP_KEY: [u8; 16] = [0x2b; 16];
@@ -180,7 +199,7 @@ fn run(payloads: Payloads, same_window: bool) -> Result<(), String> {
     };
     let mut join_server_staged: Option<AesKey> = None;
 
-    println!(
+    out!(
         "lorapki: rekey of DevEUI {} at {payloads}, {} model",
         hex(&DEV_EUI),
         if same_window {
@@ -200,12 +219,12 @@ fn run(payloads: Payloads, same_window: bool) -> Result<(), String> {
             if let ServerEvent::StageNewKey { keys, .. } = &event {
                 join_server_staged = Some(keys.app_key.clone_secret());
             }
-            println!("  server: {}", server_event(&event));
+            out!("  server: {}", server_event(&event));
         }
         while let Some(event) = device.poll_event() {
-            println!("  device: {event:?}");
+            out!("  device: {event:?}");
             if let DeviceEvent::RunStarted { session } = &event {
-                println!(
+                out!(
                     "          (S = {session}: the run's 6-bit session number; a device that never \
                      ran draws its first at random, each later run takes the next, mod 64; the \
                      server accepts any S for a device's first run — PROTOCOL.md §5.1, §8)"
@@ -233,7 +252,7 @@ fn run(payloads: Payloads, same_window: bool) -> Result<(), String> {
             uplinks += 1;
             // The join server accepts the staged key (a real one checks the JoinRequest MIC).
             let accepted = slot == RootKeySlot::Staged && join_server_staged.is_some();
-            println!(
+            out!(
                 "U{uplinks:<2} JoinRequest under the {slot:?} key -> {}",
                 if accepted { "JoinAccept" } else { "no answer" }
             );
@@ -258,7 +277,7 @@ fn run(payloads: Payloads, same_window: bool) -> Result<(), String> {
         };
         uplinks += 1;
         let uplink = &buf[..t.len];
-        println!("U{uplinks:<2} {:>3} B  {}", uplink.len(), describe(uplink));
+        out!("U{uplinks:<2} {:>3} B  {}", uplink.len(), describe(uplink));
         if !same_window && let Some(answer) = queued.take() {
             downlinks += 1;
             deliver(&mut device, &mut device_backend, now, &answer, downlinks)?;
@@ -294,7 +313,7 @@ fn deliver(
     frame: &[u8],
     index: u32,
 ) -> Result<(), String> {
-    println!("D{index:<2} {:>3} B  {}", frame.len(), describe(frame));
+    out!("D{index:<2} {:>3} B  {}", frame.len(), describe(frame));
     device
         .handle_downlink(backend, now, frame)
         .map_err(|e| e.to_string())
@@ -314,10 +333,8 @@ fn finish(
         .map_err(|e| e.to_string())?;
     let server_mac = lorapki_crypto::AesBackend::aes128_cmac(backend, &key, &probe)
         .map_err(|e| e.to_string())?;
-    println!(
-        "rekey completed: {uplinks} uplinks (incl. the rejoin), {downlinks} FPort-1 downlinks"
-    );
-    println!(
+    out!("rekey completed: {uplinks} uplinks (incl. the rejoin), {downlinks} FPort-1 downlinks");
+    out!(
         "new AppKey fingerprint: device {}, join server {} ({})",
         hex(&device_mac[..4]),
         hex(&server_mac[..4]),

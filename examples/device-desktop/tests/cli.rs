@@ -136,3 +136,19 @@ fn bad_arguments_are_usage_errors() {
         assert!(err.contains("usage: device-desktop"), "{args:?}: {err}");
     }
 }
+
+/// Standard output closed early (`| head -1`): the demo ends quietly, without a panic.
+#[test]
+fn closed_standard_output_ends_quietly() {
+    let mut child = Command::new(BIN)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The read end closes before the demo has printed its first line (it generates keys first).
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(out.status.success(), "{:?}: {stderr}", out.status);
+}
