@@ -38,14 +38,6 @@ fn run_cli(dir: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 async fn http_join(port: u16, body: &[u8]) -> Option<serde_json::Value> {
     let connect = tokio::net::TcpStream::connect(("127.0.0.1", port));
     let mut s = tokio::time::timeout(Duration::from_secs(2), connect)

@@ -153,12 +153,9 @@ async fn sqlite_two_instances_alternating() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_two_instances_alternating() {
-    if skip("LORAPKI_TEST_POSTGRES", "PostgreSQL two-instance rekeys") {
+    let Some((db, _lock)) = postgres_for("PostgreSQL two-instance rekeys").await else {
         return;
-    }
-    let _lock = PG_LOCK.lock().await;
-    let db = Db::postgres().await.unwrap();
-    reset_postgres(&db.url()).await;
+    };
     scenario(db.clone(), false, 2, MacVersion::V1_0_3).await;
     reset_postgres(&db.url()).await;
     scenario(db, true, 1, MacVersion::V1_1).await;

@@ -732,12 +732,9 @@ async fn one_identity_key_per_device_sqlite() {
 
 #[tokio::test]
 async fn one_identity_key_per_device_postgres() {
-    if skip("LORAPKI_TEST_POSTGRES", "identity keys on PostgreSQL") {
+    let Some((db, _lock)) = postgres_for("identity keys on PostgreSQL").await else {
         return;
-    }
-    let _lock = PG_LOCK.lock().await;
-    let db = Db::postgres().await.unwrap();
-    reset_postgres(&db.url()).await;
+    };
     shared_identity_suite(db).await;
 }
 
@@ -834,12 +831,9 @@ async fn store_suite_sqlite() {
 
 #[tokio::test]
 async fn store_suite_postgres() {
-    if skip("LORAPKI_TEST_POSTGRES", "store suite on PostgreSQL") {
+    let Some((db, _lock)) = postgres_for("store suite on PostgreSQL").await else {
         return;
-    }
-    let _lock = PG_LOCK.lock().await;
-    let db = Db::postgres().await.unwrap();
-    reset_postgres(&db.url()).await;
+    };
     store_suite(db).await;
 }
 
@@ -959,11 +953,8 @@ async fn wrong_kek_is_refused_sqlite() {
 
 #[tokio::test]
 async fn wrong_kek_is_refused_postgres() {
-    if skip("LORAPKI_TEST_POSTGRES", "wrong-KEK suite on PostgreSQL") {
+    let Some((db, _lock)) = postgres_for("wrong-KEK suite on PostgreSQL").await else {
         return;
-    }
-    let _lock = PG_LOCK.lock().await;
-    let db = Db::postgres().await.unwrap();
-    reset_postgres(&db.url()).await;
+    };
     wrong_kek_suite(db).await;
 }

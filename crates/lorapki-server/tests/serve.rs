@@ -7,14 +7,53 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+use common::free_port;
+
 const BIN: &str = env!("CARGO_BIN_EXE_lorapki-server");
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
+/// Starts `serve --config server.toml` in `dir` at the default log level with `env` set, and
+/// waits until `/health` answers on `metrics`.
+fn start_serve(dir: &Path, env: &[(&str, &str)], metrics: u16) -> std::process::Child {
+    let child = Command::new(BIN)
+        .args(["serve", "--config", "server.toml"])
+        .env_remove("RUST_LOG")
+        .envs(env.iter().copied())
+        .current_dir(dir)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while get(metrics, "/health").is_none() {
+        assert!(started.elapsed() < Duration::from_secs(20), "never came up");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    child
+}
+
+/// SIGTERM to a [`start_serve`]d server; its exit status (within 15 s) and its log.
+fn stop_serve(mut child: std::process::Child) -> (std::process::ExitStatus, String) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let exit = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "no shutdown after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut log = String::new();
+    child
+        .stderr
+        .take()
         .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+        .read_to_string(&mut log)
+        .unwrap();
+    (exit, log)
 }
 
 fn get(port: u16, path: &str) -> Option<String> {
@@ -67,33 +106,9 @@ fn metrics_and_graceful_shutdown() {
     let d = dir.path();
     keygen(d);
     let (metrics, js) = (free_port(), free_port());
-    std::fs::write(
-        d.join("server.toml"),
-        format!(
-            "[server]\nkey_file = \"k.pem\"\nkek_file = \"kek.hex\"\n\
-             [database]\nurl = \"sqlite://db.sqlite\"\n\
-             [join_server]\nbind = \"127.0.0.1:{js}\"\n\
-             [metrics]\nbind = \"127.0.0.1:{metrics}\"\n"
-        ),
-    )
-    .unwrap();
-    let mut child = Command::new(BIN)
-        .args(["serve", "--config", "server.toml"])
-        .current_dir(d)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    let text = loop {
-        if let Some(t) = get(metrics, "/metrics") {
-            break t;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "metrics endpoint never came up"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    std::fs::write(d.join("server.toml"), config_with_ports(js, metrics)).unwrap();
+    let child = start_serve(d, &[], metrics);
+    let text = get(metrics, "/metrics").expect("the metrics endpoint answers");
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     for name in [
         "lorapki_rekeys_started_total 0",
@@ -104,26 +119,7 @@ fn metrics_and_graceful_shutdown() {
     ] {
         assert!(text.contains(name), "{name} missing:\n{text}");
     }
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let exit = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "no shutdown after SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let mut log = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut log)
-        .unwrap();
+    let (exit, log) = stop_serve(child);
     assert!(exit.success(), "{exit:?}: {log}");
     assert!(log.contains("stopped"), "{log}");
     assert!(
@@ -578,19 +574,7 @@ fn refusals_are_logged_at_the_default_level_and_throttled() {
     keygen(d);
     let (metrics, js) = (free_port(), free_port());
     std::fs::write(d.join("server.toml"), config_with_ports(js, metrics)).unwrap();
-    let mut child = Command::new(BIN)
-        .args(["serve", "--config", "server.toml"])
-        .env_remove("RUST_LOG")
-        .env("LORAPKI_JS_TOKEN", "s3cret")
-        .current_dir(d)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    while get(metrics, "/health").is_none() {
-        assert!(started.elapsed() < Duration::from_secs(20), "never came up");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let child = start_serve(d, &[("LORAPKI_JS_TOKEN", "s3cret")], metrics);
     let join_req = r#"{"ProtocolVersion":"1.0","SenderID":"000000","ReceiverID":"70b3d57ed0000000","TransactionID":1,"MessageType":"JoinReq","MACVersion":"1.0.3","PHYPayload":"00","DevEUI":"70b3d57e00000001","DevAddr":"01020304","DLSettings":"00","RxDelay":1}"#;
     for _ in 0..20 {
         let status = post_join(js, None, join_req);
@@ -600,19 +584,8 @@ fn refusals_are_logged_at_the_default_level_and_throttled() {
         let status = post_join(js, Some("s3cret"), join_req);
         assert!(status.starts_with("HTTP/1.1 "), "{status}");
     }
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let mut log = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut log)
-        .unwrap();
-    assert!(child.wait().unwrap().success(), "{log}");
+    let (exit, log) = stop_serve(child);
+    assert!(exit.success(), "{log}");
     let refused: Vec<&str> = log
         .lines()
         .filter(|l| l.contains("JoinReq refused"))
@@ -644,33 +617,10 @@ fn unreachable_broker_is_named_in_the_log() {
         config_with_ports(js, metrics)
     );
     std::fs::write(d.join("server.toml"), config).unwrap();
-    let mut child = Command::new(BIN)
-        .args(["serve", "--config", "server.toml"])
-        .env_remove("RUST_LOG")
-        .current_dir(d)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    while get(metrics, "/health").is_none() {
-        assert!(started.elapsed() < Duration::from_secs(20), "never came up");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let child = start_serve(d, &[], metrics);
     // The integration tries at once and then once a second.
     std::thread::sleep(Duration::from_millis(1500));
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let mut log = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut log)
-        .unwrap();
-    child.wait().unwrap();
+    let (_, log) = stop_serve(child);
     let line = log
         .lines()
         .find(|l| l.contains("MQTT connection error"))

@@ -83,6 +83,28 @@ impl Db {
 /// PostgreSQL tests share one database: they take this lock and start from empty tables.
 pub static PG_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+/// A loopback TCP port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The PostgreSQL database of `LORAPKI_TEST_POSTGRES`, emptied, with the lock that keeps the
+/// suites using it apart (hold it for the test); `None` when the variable is not set (the test
+/// is skipped, see [`skip`]).
+pub async fn postgres_for(what: &str) -> Option<(Db, tokio::sync::MutexGuard<'static, ()>)> {
+    if skip("LORAPKI_TEST_POSTGRES", what) {
+        return None;
+    }
+    let lock = PG_LOCK.lock().await;
+    let db = Db::postgres().await.unwrap();
+    reset_postgres(&db.url()).await;
+    Some((db, lock))
+}
+
 pub async fn reset_postgres(url: &str) {
     let store = Store::open(url).await.unwrap();
     store.close().await;
