@@ -27,8 +27,7 @@ use zeroize::Zeroizing;
 use crate::error::{EngineFailure, Error, Result};
 use crate::eui::Eui64;
 use crate::identity::{KeyId, ServerKey};
-use crate::kek::StorageKek;
-use crate::kek::{open_snapshot, seal_root_keys, seal_snapshot};
+use crate::kek::{StorageKek, open_snapshot, seal_root_keys, seal_snapshot};
 use crate::logthrottle::REFUSALS;
 use crate::metrics::Metrics;
 use crate::store::{Commit, DeviceRow, KeyOp, SessionRow, SessionWrite, Store};
@@ -144,7 +143,7 @@ struct Output {
 
 enum Input {
     Uplink {
-        record: Option<DeviceRecord>,
+        record: DeviceRecord,
         payload: Vec<u8>,
     },
     Confirmed(RootKeySlot),
@@ -410,21 +409,12 @@ impl Server {
         for _ in 0..COMMIT_ATTEMPTS {
             let device = self.store.device(dev_eui).await?;
             let Some(device) = device else {
-                // Unregistered: no key work, no state; the endpoint owes only an Abort.
+                // Unregistered: no key work, no state, no engine; only an Abort is owed (§8).
                 self.metrics.uplink("unknown-device");
-                let out = self
-                    .run(
-                        dev_eui,
-                        None,
-                        0,
-                        Input::Uplink {
-                            record: None,
-                            payload: payload.to_vec(),
-                        },
-                        now,
-                    )
-                    .await?;
-                return Ok(out.downlink);
+                let mut buf = [0u8; lorapki_wire::MAX_PAYLOAD];
+                let abort =
+                    unknown_device_abort(payload, self.options.max_downlink_payload, &mut buf)?;
+                return Ok(abort.map(|t| buf[..t.len].to_vec()));
             };
             let session = self.store.session(dev_eui).await?;
             let record = DeviceRecord {
@@ -440,7 +430,7 @@ impl Server {
                     session.as_ref(),
                     key_index,
                     Input::Uplink {
-                        record: Some(record),
+                        record,
                         payload: payload.to_vec(),
                     },
                     now,
@@ -685,9 +675,6 @@ impl Server {
         let room_for_new_run = usize::try_from(self.pending.load(Ordering::Relaxed)).unwrap_or(0)
             < self.options.max_pending_sessions;
         let n = self.options.max_downlink_payload;
-        let before = snapshot
-            .as_ref()
-            .map(|s| Zeroizing::new(s.as_bytes().to_vec()));
         let task = move || -> Result<Output> {
             let mut guard = engine.lock().map_err(|_| EngineFailure::Poisoned)?;
             let engine = &mut *guard;
@@ -697,49 +684,37 @@ impl Server {
                 .ok_or(EngineFailure::NoSuchKey(key_index))?;
             let d = dev_eui.0;
             let now = instant(now);
-            let mut buf = [0u8; lorapki_wire::MAX_PAYLOAD];
-            let nothing = |downlink: Option<Vec<u8>>, error| Output {
-                events: Vec::new(),
-                downlink,
-                snapshot: None,
-                pending: false,
-                deadline_ms: None,
-                key_work_nanos: None,
-                error,
-            };
-            if let Input::Uplink {
-                record: None,
-                payload,
-            } = &input
-            {
-                // Unregistered: no state, no key work; only an Abort is owed (§8).
-                let downlink =
-                    unknown_device_abort(payload, n, &mut buf)?.map(|t| buf[..t.len].to_vec());
-                return Ok(nothing(downlink, Some(lorapki_proto::Error::UnknownDevice)));
-            }
-            let mut session = match (&snapshot, &input) {
-                (Some(s), _) => ServerSession::from_snapshot(s)?,
-                (None, Input::Uplink { .. }) => ServerSession::new(context, d, now),
+            let mut session = match &snapshot {
+                Some(s) => ServerSession::from_snapshot(s)?,
+                None if matches!(input, Input::Uplink { .. }) => {
+                    ServerSession::new(context, d, now)
+                }
                 // A confirmation or a timeout for a device with no state changes nothing.
-                (None, _) => return Ok(nothing(None, None)),
+                None => {
+                    return Ok(Output {
+                        events: Vec::new(),
+                        downlink: None,
+                        snapshot: None,
+                        pending: false,
+                        deadline_ms: None,
+                        key_work_nanos: None,
+                        error: None,
+                    });
+                }
             };
             let mut error = None;
             let mut key_work_nanos = None;
             match input {
                 Input::Uplink { record, payload } => {
                     let started = std::time::Instant::now();
-                    let result = match record.as_ref() {
-                        Some(record) => session.handle_uplink(
-                            &mut engine.backend,
-                            context,
-                            now,
-                            record,
-                            &payload,
-                            room_for_new_run,
-                        ),
-                        None => Err(lorapki_proto::Error::UnknownDevice), // returned above
-                    };
-                    match result {
+                    match session.handle_uplink(
+                        &mut engine.backend,
+                        context,
+                        now,
+                        &record,
+                        &payload,
+                        room_for_new_run,
+                    ) {
                         Ok(outcome) => {
                             if outcome.key_work {
                                 key_work_nanos =
@@ -756,6 +731,7 @@ impl Server {
             while let Some(event) = session.poll_event() {
                 events.push(event);
             }
+            let mut buf = [0u8; lorapki_wire::MAX_PAYLOAD];
             let downlink = session
                 .poll_transmit(n, &mut buf)?
                 .map(|t| buf[..t.len].to_vec());
@@ -766,8 +742,8 @@ impl Server {
             let exported = Zeroizing::new(session.export().as_bytes().to_vec());
             // Only a changed state is written back; a device with no stored state that is left
             // as a fresh session (a refused frame) writes nothing.
-            let unchanged = match &before {
-                Some(before) => *exported == **before,
+            let unchanged = match &snapshot {
+                Some(before) => exported.as_slice() == before.as_bytes(),
                 None => {
                     exported.as_slice() == ServerSession::new(context, d, now).export().as_bytes()
                 }

@@ -3,7 +3,7 @@
 //! downlinks it owes. What is shared by every device (demultiplexing, the pending bound over all
 //! devices) is the [`ServerEndpoint`](super::ServerEndpoint)'s, or the caller's.
 
-use alloc::vec::Vec;
+use alloc::collections::VecDeque;
 
 use lorapki_crypto::{CryptoBackend, PublicKey, RootKeySlot, SHA384_LEN, Signature};
 use lorapki_wire::{
@@ -77,7 +77,7 @@ pub(crate) struct DeviceState {
 pub struct ServerSession {
     dev_eui: [u8; 8],
     pub(crate) state: DeviceState,
-    events: Vec<ServerEvent>,
+    events: VecDeque<ServerEvent>,
 }
 
 impl core::fmt::Debug for ServerSession {
@@ -123,7 +123,7 @@ impl ServerSession {
         Self {
             dev_eui,
             state,
-            events: Vec::new(),
+            events: VecDeque::new(),
         }
     }
 
@@ -245,12 +245,12 @@ impl ServerSession {
         entry.pending = None;
         match effect {
             JoinEffect::Confirm => {
-                self.events.push(ServerEvent::ActivateNewKey { dev_eui });
-                self.events.push(ServerEvent::Completed { dev_eui });
+                self.events.push_back(ServerEvent::ActivateNewKey { dev_eui });
+                self.events.push_back(ServerEvent::Completed { dev_eui });
             }
             JoinEffect::RollBack => {
-                self.events.push(ServerEvent::RollBack { dev_eui });
-                self.events.push(ServerEvent::Failed {
+                self.events.push_back(ServerEvent::RollBack { dev_eui });
+                self.events.push_back(ServerEvent::Failed {
                     dev_eui,
                     reason: FailReason::RolledBack,
                 });
@@ -271,7 +271,7 @@ impl ServerSession {
             let staged = entry.pending.as_ref().is_some_and(|p| p.staged);
             entry.pending = None;
             if !staged {
-                self.events.push(ServerEvent::Failed {
+                self.events.push_back(ServerEvent::Failed {
                     dev_eui: self.dev_eui,
                     reason: FailReason::Expired,
                 });
@@ -337,7 +337,7 @@ impl ServerSession {
     /// The next event, if any, in the order they happened.
     #[must_use]
     pub fn poll_event(&mut self) -> Option<ServerEvent> {
-        (!self.events.is_empty()).then(|| self.events.remove(0))
+        self.events.pop_front()
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) next has work (the idle expiry of the
@@ -401,7 +401,7 @@ pub(crate) fn emit_abort(out: &mut [u8], session: Session, reason: Reason) -> Op
 struct Work<'a, B> {
     backend: &'a mut B,
     context: &'a ServerContext,
-    events: &'a mut Vec<ServerEvent>,
+    events: &'a mut VecDeque<ServerEvent>,
     /// The frame carries commands of a session other than the pending one.
     foreign_frame: bool,
     /// The caller's pending bound has room for a new run.
@@ -445,7 +445,7 @@ impl<B: CryptoBackend> Work<'_, B> {
                 outcome.accepted += 1;
                 if !pending.staged {
                     entry.pending = None;
-                    self.events.push(ServerEvent::Failed {
+                    self.events.push_back(ServerEvent::Failed {
                         dev_eui: record.dev_eui,
                         reason: FailReason::Aborted(reason.into()),
                     });
@@ -511,7 +511,7 @@ impl<B: CryptoBackend> Work<'_, B> {
         if let Some(old) = entry.pending.replace(pending)
             && !old.staged
         {
-            self.events.push(ServerEvent::Failed {
+            self.events.push_back(ServerEvent::Failed {
                 dev_eui: record.dev_eui,
                 reason: FailReason::Superseded,
             });
@@ -519,7 +519,7 @@ impl<B: CryptoBackend> Work<'_, B> {
         entry.last_session = Some(session);
         entry.abort = None;
         outcome.accepted += 1;
-        self.events.push(ServerEvent::SessionStarted {
+        self.events.push_back(ServerEvent::SessionStarted {
             dev_eui: record.dev_eui,
             session: session.value(),
         });
@@ -626,7 +626,7 @@ impl<B: CryptoBackend> Work<'_, B> {
                 self.stage(entry, record);
             }
         } else {
-            self.events.push(ServerEvent::Failed {
+            self.events.push_back(ServerEvent::Failed {
                 dev_eui: record.dev_eui,
                 reason: FailReason::DeviceAuthentication,
             });
@@ -643,7 +643,7 @@ impl<B: CryptoBackend> Work<'_, B> {
         }
         pending.staged = true;
         entry.staged = true;
-        self.events.push(ServerEvent::StageNewKey {
+        self.events.push_back(ServerEvent::StageNewKey {
             dev_eui: record.dev_eui,
             keys: pending.keys.root.clone_secret(),
         });
