@@ -245,7 +245,8 @@ impl ServerSession {
         entry.pending = None;
         match effect {
             JoinEffect::Confirm => {
-                self.events.push_back(ServerEvent::ActivateNewKey { dev_eui });
+                self.events
+                    .push_back(ServerEvent::ActivateNewKey { dev_eui });
                 self.events.push_back(ServerEvent::Completed { dev_eui });
             }
             JoinEffect::RollBack => {
