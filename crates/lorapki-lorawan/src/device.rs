@@ -745,11 +745,6 @@ where
                     staged
                 }
                 DeviceEvent::ActivateNewKey => self.key_store().activate(),
-                DeviceEvent::RollBack => match self.key_store().roll_back() {
-                    // Nothing staged (the staging had failed): nothing to roll back.
-                    Err(lorapki_crypto::Error::NoStagedKey) => Ok(()),
-                    other => other,
-                },
                 DeviceEvent::Completed => {
                     self.confirm_left = self.config.confirm_attempts;
                     self.confirm_next = now;

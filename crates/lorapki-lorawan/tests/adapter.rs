@@ -17,7 +17,7 @@ use lorapki_lorawan::{Error, Event, PersistentState};
 use lorapki_netsim::mac::{self, DataFrame, JoinAcceptFields, SessionKeys};
 use lorapki_netsim::ns::{JoinServer, KeyEvent};
 use lorapki_netsim::region::Region;
-use lorapki_proto::{DeviceStatus, FailReason, Instant};
+use lorapki_proto::{DeviceStatus, Instant};
 use lorawan::creator::DataPayloadCreator;
 use lorawan::keys::{AppSKey, NewSKey};
 use lorawan::maccommands::SerializableMacCommand;
@@ -506,8 +506,10 @@ fn a_staged_key_found_after_a_reset_is_joined_activated_and_confirmed() {
     assert!(transmit(&mut device, at(100)).is_none());
 }
 
+/// A JoinAccept under the old key proves nothing (the factory key may be leaked): the device
+/// joins with it for connectivity but keeps the staged key and goes on alternating (§7).
 #[test]
-fn the_old_key_is_kept_when_only_it_is_answered() {
+fn a_join_under_the_old_key_keeps_both_keys() {
     let (mut device, _) = new_device(Region::Eu868, 0, staged_store(), PersistentState::default());
     let mut js = join_server(); // it never learnt the new key
     let mut slots = Vec::new();
@@ -529,15 +531,18 @@ fn the_old_key_is_kept_when_only_it_is_answered() {
     assert!(seen.contains(&Event::Joined {
         slot: RootKeySlot::Active
     }));
-    assert!(seen.contains(&Event::RekeyFailed(FailReason::RolledBack)));
+    assert!(!seen.iter().any(|e| matches!(e, Event::RekeyFailed(_))));
     assert_eq!(
         device.key_status().unwrap(),
         KeyStoreStatus {
             active_generation: 0,
-            staged: false
+            staged: true
         }
     );
-    assert!(matches!(device.status(), DeviceStatus::BackingOff { .. }));
-    assert!(device.is_joined());
-    assert_eq!(device.radio().log.borrow().dev_nonces, [0, 1, 2, 3]);
+    assert!(matches!(device.status(), DeviceStatus::Rejoining));
+    // The old key's session is only a fall-back: the device goes on rejoining under the new key.
+    assert!(!device.is_joined());
+    let next = transmit(&mut device, at(now + 600)).unwrap();
+    assert!(mac::join_request_mic_ok(&next, &NEW_KEY));
+    assert_eq!(device.radio().log.borrow().dev_nonces, [0, 1, 2, 3, 4]);
 }

@@ -11,16 +11,15 @@ use lorapki_crypto::RootKeySlot;
 ///   while a new key is **staged** (the exchange succeeded, the switch is not yet confirmed),
 ///   under the staged key too: the active key first, the first key that verifies wins. Without a
 ///   staged key only the active key is accepted.
-/// * **What a verified join means.** While a key is staged, the first uplink of a session joined
-///   under the *staged* key (or the join itself, where the server confirms on join) confirms it:
-///   the staged key becomes the active key and the old one is retired
-///   ([`JoinEffect::Confirm`]). A session joined under the *active* key rolls the switch back:
-///   the staged key is dropped ([`JoinEffect::RollBack`]). Without a staged key a join changes
-///   no key ([`JoinEffect::Unchanged`]).
+/// * **What a verified join means.** Only evidence the attacker of §10 cannot forge moves a key:
+///   a JoinRequest whose MIC verifies under the *staged* key (at the join server), or a
+///   JoinAccept under it (at the device), confirms it: the staged key becomes the active key and
+///   the old one is retired ([`JoinEffect::Confirm`]). A join under the *active* key changes
+///   nothing ([`JoinEffect::Unchanged`]): the old key may be the leaked factory key, so a join
+///   under it proves nothing about the device, and it never drops the staged key.
 ///
-/// So the device always holds a key the join server accepts, and the two never activate
-/// different keys. The device applies the same rule to its own JoinAccepts: accepted under the
-/// staged key, it activates it; under the active key, it rolls back.
+/// So neither side ever drops the new key once it holds it: the join server keeps accepting it
+/// until it is confirmed, and the device keeps it until a JoinAccept under it arrives.
 ///
 /// ```
 /// use lorapki_proto::{JoinEffect, KeyAcceptance, RootKeySlot};
@@ -28,7 +27,7 @@ use lorapki_crypto::RootKeySlot;
 /// let switching = KeyAcceptance::new(true);
 /// assert_eq!(switching.slots(), [RootKeySlot::Active, RootKeySlot::Staged]);
 /// assert_eq!(switching.effect(RootKeySlot::Staged), JoinEffect::Confirm);
-/// assert_eq!(switching.effect(RootKeySlot::Active), JoinEffect::RollBack);
+/// assert_eq!(switching.effect(RootKeySlot::Active), JoinEffect::Unchanged);
 ///
 /// let settled = KeyAcceptance::new(false);
 /// assert_eq!(settled.slots(), [RootKeySlot::Active]);
@@ -50,8 +49,6 @@ pub struct KeyAcceptance {
 pub enum JoinEffect {
     /// The staged key becomes the active key; the old one is retired. The rekey completed.
     Confirm,
-    /// The staged key is dropped; the active key stays. The rekey failed (rolled back).
-    RollBack,
     /// No key changes.
     Unchanged,
 }
@@ -101,9 +98,8 @@ impl KeyAcceptance {
     #[must_use]
     pub const fn effect(self, slot: RootKeySlot) -> JoinEffect {
         match (self.staged, slot) {
-            (false, _) => JoinEffect::Unchanged,
             (true, RootKeySlot::Staged) => JoinEffect::Confirm,
-            (true, RootKeySlot::Active) => JoinEffect::RollBack,
+            (false, _) | (true, RootKeySlot::Active) => JoinEffect::Unchanged,
         }
     }
 }

@@ -90,12 +90,24 @@ pub enum DeviceEvent {
     StageNewKey(NewRootKeys),
     /// A JoinAccept under the staged key verified: activate it (staged → active, erase old).
     ActivateNewKey,
-    /// A join under the old key succeeded: drop the staged key.
-    RollBack,
     /// The rekey completed: the device runs under the new key.
     Completed,
     /// The run failed; the device keeps its active key and backs off.
     Failed(FailReason),
+    /// A frame that the run cannot authenticate said the run should end (`Abort`,
+    /// `SigVerifyAns(Rejected/Refused)`: [`FailReason::Aborted`], [`FailReason::Rejected`],
+    /// [`FailReason::Refused`]), or a signature of the server failed to verify
+    /// ([`FailReason::ServerAuthentication`]). Anyone who knows the factory key can send such a
+    /// frame, so the run goes on (PROTOCOL.md §10): for logs and diagnostics only.
+    Unauthenticated(FailReason),
+    /// Two different EPH_S arrived for the running session: one of them is forged, and which
+    /// one cannot be told before SIG_S, which the server completes only after the device's
+    /// signature. The run was restarted with a new session number, without counting a failure
+    /// (PROTOCOL.md §5.5).
+    Restarted {
+        /// The new session number.
+        session: u8,
+    },
 }
 
 /// A summary of where the device is, for logs and tests.
@@ -139,15 +151,20 @@ impl ServerParts {
         self.ephemeral.is_some() && self.head.is_some() && self.tail.is_some()
     }
 
-    /// Stores a part; `true` if it was new (progress).
-    fn store(&mut self, part: &Part) -> bool {
+    /// Stores a part the device does not hold yet (the first copy stands until SIG_S is
+    /// checked, §8).
+    fn store(&mut self, part: &Part) -> Stored {
         match part {
-            Part::EphemeralKey(d) if self.ephemeral.is_none() => self.ephemeral = Some(*d),
+            Part::EphemeralKey(d) => match self.ephemeral {
+                None => self.ephemeral = Some(*d),
+                Some(held) if held != *d => return Stored::Conflict,
+                Some(_) => return Stored::Held,
+            },
             Part::SignatureHead(d) if self.head.is_none() => self.head = Some(*d),
             Part::SignatureTail(d) if self.tail.is_none() => self.tail = Some(*d),
-            _ => return false,
+            _ => return Stored::Held,
         }
-        true
+        Stored::New
     }
 
     fn signature(&self) -> Option<Signature> {
@@ -159,13 +176,25 @@ impl ServerParts {
     }
 }
 
+/// What storing a PubKeyAns part did.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stored {
+    New,
+    Held,
+    /// A part 0 with another EPH_S than the one held.
+    Conflict,
+}
+
 /// After PubKeyAns part 0: the keys and the device's own signature.
 struct Authenticated {
     keys: SessionKeys,
     th: [u8; SHA384_LEN],
     signature: Signature,
-    server_verified: bool,
+    /// SigVerifyAns(Accepted) arrived (unauthenticated: progress only, §6.3).
     accepted: bool,
+    /// A SIG_S assembled from parts 1 and 2 failed to verify: parts arriving after it are not
+    /// progress, so that forged parts cannot keep the run alive forever.
+    forged_signature_seen: bool,
 }
 
 // No heap on the device: the states live inline, the largest (the derived keys) sets the size.
@@ -186,6 +215,9 @@ struct Run<E> {
     uplinks_without_progress: u8,
     next_send: Instant,
     phase: Phase<E>,
+    /// FIDs (bits 0..=3) whose fragments carry a PubKeyAns part the device holds already: their
+    /// new bytes bring nothing, so they are no progress (§6.3).
+    held_fids: u8,
 }
 
 #[allow(clippy::large_enum_variant)]
@@ -214,7 +246,7 @@ const EVENT_QUEUE: usize = 4;
 ///   [`poll_timeout`](Self::poll_timeout).
 ///
 /// **Polling order.** After every input, drain [`poll_event`](Self::poll_event) (apply
-/// `StageNewKey`/`ActivateNewKey`/`RollBack` to the key store *before* anything else, and persist
+/// `StageNewKey`/`ActivateNewKey` to the key store *before* anything else, and persist
 /// [`persistent`](Self::persistent)); at every uplink opportunity call
 /// [`poll_transmit`](Self::poll_transmit) with the N of that uplink; when no uplink is wanted,
 /// sleep until [`poll_timeout`](Self::poll_timeout) and call
@@ -340,6 +372,7 @@ impl<B: CryptoBackend> DeviceSession<B> {
             uplinks_without_progress: 0,
             next_send: now,
             phase: Phase::AwaitServerKey(ephemeral),
+            held_fids: 0,
         });
         if let State::Run(run) = &mut self.state {
             run.reassembler.bind(session);
@@ -371,6 +404,7 @@ impl<B: CryptoBackend> DeviceSession<B> {
         };
         let mut first_error = None;
         let mut outcome = Outcome::default();
+        let fresh_fragment = run.note_fragments(payload);
         let (session, parts, phase) = (run.session, &mut run.parts, &mut run.phase);
         let partial = codec::for_each_command(
             payload,
@@ -384,16 +418,19 @@ impl<B: CryptoBackend> DeviceSession<B> {
                 }
             },
         );
-        // A fragment with new bytes is progress only while the device lacks a part it could
-        // belong to: once it holds all three PubKeyAns parts (SigVerifyAns is never fragmented),
-        // fragments can only repeat a part it holds, which brings nothing (§6.3).
-        let new_fragment = partial > 0 && !run.parts.all();
-        if outcome.progress || new_fragment {
+        // A fragment with new bytes is progress only if it may belong to a part the device lacks:
+        // a repeated part it holds brings nothing (§6.3).
+        let new_fragment = partial > 0 && fresh_fragment && !run.parts.all();
+        let forged_seen = matches!(&run.phase, Phase::Authenticate(a) if a.forged_signature_seen);
+        if outcome.progress || (new_fragment && !forged_seen) {
             run.uplinks_without_progress = 0;
             run.next_send = now;
         }
-        if let Some(reason) = outcome.failure {
-            self.fail(backend, now, reason);
+        if let Some(reason) = outcome.refusal {
+            self.push_event(DeviceEvent::Unauthenticated(reason));
+        }
+        if outcome.conflict {
+            self.restart(backend, now);
         } else {
             self.advance(backend, now);
         }
@@ -421,7 +458,9 @@ impl<B: CryptoBackend> DeviceSession<B> {
             *attempts = attempts.saturating_add(1);
             return Ok(());
         }
-        // Rejoining, the device holds a staged key.
+        // Rejoining, the device holds a staged key. A JoinAccept under the old key proves
+        // nothing (whoever knows the factory key can forge one): the device keeps both keys and
+        // goes on alternating (§7).
         match KeyAcceptance::new(true).effect(slot) {
             JoinEffect::Confirm => {
                 self.state = State::Idle;
@@ -429,12 +468,9 @@ impl<B: CryptoBackend> DeviceSession<B> {
                 self.push_event(DeviceEvent::ActivateNewKey);
                 self.push_event(DeviceEvent::Completed);
             }
-            JoinEffect::RollBack => {
-                self.push_event(DeviceEvent::RollBack);
-                self.fail(backend, now, FailReason::RolledBack);
-            }
-            JoinEffect::Unchanged => {}
+            JoinEffect::Unchanged => *attempts = attempts.saturating_add(1),
         }
+        let _ = (backend, now);
         Ok(())
     }
 
@@ -556,6 +592,20 @@ impl<B: CryptoBackend> DeviceSession<B> {
         self.push_event(DeviceEvent::Failed(reason));
     }
 
+    /// Abandons the run without counting a failure and starts the next one at once (a forged
+    /// EPH_S was detected, §5.5).
+    fn restart(&mut self, backend: &mut B, now: Instant) {
+        self.state = State::Idle;
+        match self.start_run(backend, now) {
+            Ok(()) => {
+                if let Some(session) = self.persistent.last_session {
+                    self.push_event(DeviceEvent::Restarted { session });
+                }
+            }
+            Err(e) => self.fail(backend, now, FailReason::Crypto(crypto_fault(e))),
+        }
+    }
+
     /// Moves the run on after input: key agreement once EPH_S arrived, the server's signature once
     /// both halves arrived, and the staging of the new key once both the server and the device are
     /// authenticated (§5.5).
@@ -566,14 +616,16 @@ impl<B: CryptoBackend> DeviceSession<B> {
         if let (Phase::AwaitServerKey(_), Some(server_ephemeral)) =
             (&run.phase, run.parts.ephemeral)
         {
+            // An invalid point is no EPH_S: forgotten, as if it never came (it may be forged).
+            let Ok(server_ephemeral) = backend.public_key_from_sec1(&server_ephemeral) else {
+                run.parts.ephemeral = None;
+                self.push_event(DeviceEvent::Unauthenticated(FailReason::BadEphemeral));
+                return;
+            };
             let Phase::AwaitServerKey(ephemeral) =
                 core::mem::replace(&mut run.phase, Phase::Consumed)
             else {
                 return;
-            };
-            let server_ephemeral = match backend.public_key_from_sec1(&server_ephemeral) {
-                Ok(key) => key,
-                Err(_) => return self.fail(backend, now, FailReason::BadEphemeral),
             };
             let transcript = Transcript {
                 lorawan: self.config.lorawan,
@@ -600,30 +652,32 @@ impl<B: CryptoBackend> DeviceSession<B> {
         let Phase::Authenticate(auth) = &mut run.phase else {
             return;
         };
-        if !auth.server_verified
-            && let Some(signature) = run.parts.signature()
-        {
-            let digest = keys::signed_digest(backend, Role::Server, &auth.th, &auth.keys);
-            match backend.ecdsa_verify_digest(&self.config.server_public_key, &digest, &signature) {
-                Ok(()) => auth.server_verified = true,
-                Err(lorapki_crypto::Error::InvalidSignature) => {
-                    return self.fail(backend, now, FailReason::ServerAuthentication);
-                }
-                Err(e) => return self.fail(backend, now, FailReason::Crypto(e.into())),
+        let Some(signature) = run.parts.signature() else {
+            return;
+        };
+        // SIG_S is the evidence that the server staged the new key: it sends the end of part 2
+        // only once it has (§5.5, §7). SigVerifyAns(Accepted) alone proves nothing.
+        let digest = keys::signed_digest(backend, Role::Server, &auth.th, &auth.keys);
+        match backend.ecdsa_verify_digest(&self.config.server_public_key, &digest, &signature) {
+            Ok(()) => {}
+            Err(lorapki_crypto::Error::InvalidSignature) => {
+                // A forged part 1 or 2 (or a forged EPH_S): forgotten, the device's
+                // retransmissions (A = 0) ask for them again (§8).
+                run.parts.head = None;
+                run.parts.tail = None;
+                auth.forged_signature_seen = true;
+                self.push_event(DeviceEvent::Unauthenticated(
+                    FailReason::ServerAuthentication,
+                ));
+                return;
             }
+            Err(e) => return self.fail(backend, now, FailReason::Crypto(e.into())),
         }
-        if auth.accepted && run.parts.all() {
-            // The device's commands are acknowledged only now: until it holds every part, its
-            // retransmissions are what makes the server send the missing ones (§6.1).
-            run.outbox.ack(DeviceCommand::SignatureR);
-            run.outbox.ack(DeviceCommand::SignatureS);
-            run.outbox.ack(DeviceCommand::KeyChange);
-        }
-        if auth.server_verified && auth.accepted && run.parts.all() {
-            let keys = auth.keys.root.clone_secret();
-            self.state = State::Rejoin { attempts: 0 };
-            self.push_event(DeviceEvent::StageNewKey(keys));
-        }
+        // The device's commands are acknowledged only now: until it holds every part, its
+        // retransmissions are what makes the server send the missing ones (§6.1).
+        let keys = auth.keys.root.clone_secret();
+        self.state = State::Rejoin { attempts: 0 };
+        self.push_event(DeviceEvent::StageNewKey(keys));
     }
 }
 
@@ -651,8 +705,8 @@ fn authenticate<B: CryptoBackend>(
         keys,
         th,
         signature,
-        server_verified: false,
         accepted: false,
+        forged_signature_seen: false,
     })
 }
 
@@ -667,7 +721,10 @@ fn crypto_fault(e: Error) -> CryptoFault {
 #[derive(Default)]
 struct Outcome {
     progress: bool,
-    failure: Option<FailReason>,
+    /// An unauthenticated frame asked to end the run (reported, not obeyed).
+    refusal: Option<FailReason>,
+    /// A second, different EPH_S arrived.
+    conflict: bool,
 }
 
 /// Applies one server command of the run (§5.5, §8). A free function over the run's fields, so
@@ -679,7 +736,7 @@ fn accept<E>(
     incoming: Incoming,
     outcome: &mut Outcome,
 ) -> Result<(), Error> {
-    if outcome.failure.is_some() {
+    if outcome.conflict {
         return Ok(());
     }
     let check = |s: Session| {
@@ -692,8 +749,13 @@ fn accept<E>(
     match incoming {
         Incoming::PubKeyAns(PubKeyAnsRepr { session: s, part }) => {
             check(s)?;
-            if parts.store(&part) {
-                outcome.progress = true;
+            let forged_seen = matches!(phase, Phase::Authenticate(a) if a.forged_signature_seen);
+            match parts.store(&part) {
+                Stored::New if !forged_seen || matches!(part, Part::EphemeralKey(_)) => {
+                    outcome.progress = true;
+                }
+                Stored::Conflict => outcome.conflict = true,
+                Stored::New | Stored::Held => {}
             }
         }
         Incoming::SigVerifyAns(SigVerifyAnsRepr { session: s, code }) => {
@@ -707,13 +769,13 @@ fn accept<E>(
                         outcome.progress = true;
                     }
                 }
-                Code::Rejected => outcome.failure = Some(FailReason::Rejected),
-                _ => outcome.failure = Some(FailReason::Refused),
+                Code::Rejected => outcome.refusal = Some(FailReason::Rejected),
+                _ => outcome.refusal = Some(FailReason::Refused),
             }
         }
         Incoming::Abort(AbortRepr { session: s, reason }) => {
             check(s)?;
-            outcome.failure = Some(FailReason::Aborted(reason.into()));
+            outcome.refusal = Some(FailReason::Aborted(reason.into()));
         }
         other => return Err(Error::WrongDirection { cid: other.cid() }),
     }
@@ -721,6 +783,38 @@ fn accept<E>(
 }
 
 impl<E> Run<E> {
+    /// Notes which FIDs carry parts the device holds (their offset-0 fragment names the part);
+    /// returns whether any fragment of the run's session in `payload` may carry a part it lacks.
+    fn note_fragments(&mut self, payload: &[u8]) -> bool {
+        let mut fresh = false;
+        for command in lorapki_wire::Commands::new(payload).map_while(Result::ok) {
+            let lorapki_wire::Command::Fragment(fragment) = command else {
+                continue;
+            };
+            if fragment.check().is_err() || command.session() != Some(self.session) {
+                continue;
+            }
+            let bit = 1u8 << (fragment.fid() & 3);
+            if fragment.offset() == 0
+                && let [lorapki_wire::cid::PUB_KEY_ANS, hdr, ..] = fragment.data()
+            {
+                let held = match hdr & 3 {
+                    0 => self.parts.ephemeral.is_some(),
+                    1 => self.parts.head.is_some(),
+                    2 => self.parts.tail.is_some(),
+                    _ => false,
+                };
+                if held {
+                    self.held_fids |= bit;
+                } else {
+                    self.held_fids &= !bit;
+                }
+            }
+            fresh |= self.held_fids & bit == 0;
+        }
+        fresh
+    }
+
     fn build(&mut self, out: &mut [u8]) -> usize {
         let session = self.session;
         let holds_all_parts = self.parts.all();
@@ -733,6 +827,7 @@ impl<E> Run<E> {
             out,
             session,
             |_| false,
+            |_| None,
             |kind, bytes: &mut [u8; MAX_COMMAND_LEN]| {
                 let repr = match (kind, signature) {
                     (DeviceCommand::PubKeyReq, _) => CommandRepr::PubKeyReq(PubKeyReqRepr {

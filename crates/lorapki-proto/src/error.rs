@@ -92,8 +92,6 @@ pub enum FailReason {
     BadEphemeral,
     /// The device's signature did not verify at the server.
     DeviceAuthentication,
-    /// A join under the old key succeeded while the new one was staged: the device rolled back.
-    RolledBack,
     /// The pending session expired at the server.
     Expired,
     /// A newer session replaced this one.
@@ -137,7 +135,6 @@ impl fmt::Display for FailReason {
             Self::ServerAuthentication => f.write_str("server signature invalid"),
             Self::BadEphemeral => f.write_str("invalid ephemeral public key"),
             Self::DeviceAuthentication => f.write_str("device signature invalid"),
-            Self::RolledBack => f.write_str("rolled back to the old key"),
             Self::Expired => f.write_str("session expired"),
             Self::Superseded => f.write_str("replaced by a newer session"),
             Self::Crypto(c) => write!(f, "crypto backend failure ({c:?})"),

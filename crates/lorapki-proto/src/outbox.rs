@@ -125,6 +125,16 @@ impl<K: Copy + Eq> Outbox<K> {
         }
     }
 
+    #[cfg_attr(not(feature = "alloc"), allow(dead_code))] // server role only
+    /// Marks a command unsent again even if it was acknowledged: the acknowledgement turned out
+    /// not to mean what it seemed (the server's part 0 after a failed verification, §6.1).
+    pub(crate) fn reopen(&mut self, kind: K) {
+        if let Some(entry) = self.entry_mut(kind) {
+            entry.status = Status::Unsent;
+            entry.offset = 0;
+        }
+    }
+
     /// Whether a command has not been transmitted completely yet (unsent, or its fragments under
     /// way): the step's request is still going out.
     pub(crate) fn has_unsent(&self) -> bool {
@@ -148,11 +158,16 @@ impl<K: Copy + Eq> Outbox<K> {
     /// command's bytes and returns their length. Order: a command whose fragmentation is under
     /// way, the `first` ones, the unsent ones in queue order, then, space permitting, the
     /// sent-but-unacknowledged ones round-robin after the last one sent (§6.2 step 2).
+    ///
+    /// `hold` names a command whose bytes from some offset on may not be sent yet (the server's
+    /// withheld end of SIG_S, §5.5): such a command is never sent whole; when it is longer than
+    /// the frame, so that it travels in Fragments anyway, its fragments run up to that offset.
     pub(crate) fn build(
         &mut self,
         out: &mut [u8],
         session: Session,
         first: impl Fn(&Entry<K>) -> bool,
+        hold: impl Fn(K) -> Option<usize>,
         mut serialize: impl FnMut(K, &mut [u8; MAX_COMMAND_LEN]) -> usize,
     ) -> usize {
         let mut order = Order::default();
@@ -186,17 +201,22 @@ impl<K: Copy + Eq> Outbox<K> {
         // §4: whole commands first, then at most one Fragment, which runs to the end of the
         // frame. A command whose fragments are under way is continued before any other starts.
         let capacity = out.len();
-        let in_progress = order.indices[..order.count]
-            .iter()
-            .copied()
-            .find(|&i| self.entries[i].as_ref().is_some_and(|e| e.offset > 0));
+        // How far a command may go out now: its length, or where its hold starts.
+        let sendable = |kind: K, len: usize| hold(kind).map_or(len, |limit| limit.min(len));
+        let in_progress = order.indices[..order.count].iter().copied().find(|&i| {
+            self.entries[i].as_ref().is_some_and(|e| {
+                let mut bytes = [0u8; MAX_COMMAND_LEN];
+                let len = serialize(e.kind, &mut bytes).min(MAX_COMMAND_LEN);
+                e.offset > 0 && usize::from(e.offset) < sendable(e.kind, len)
+            })
+        });
         let mut reserved = 0;
         if let Some(index) = in_progress
             && let Some(entry) = &self.entries[index]
         {
             let mut bytes = [0u8; MAX_COMMAND_LEN];
             let len = serialize(entry.kind, &mut bytes).min(MAX_COMMAND_LEN);
-            let rest = len.saturating_sub(usize::from(entry.offset));
+            let rest = sendable(entry.kind, len).saturating_sub(usize::from(entry.offset));
             reserved = (rest + FRAGMENT_HEADER).min(capacity);
         }
         let mut pos = 0;
@@ -210,6 +230,18 @@ impl<K: Copy + Eq> Outbox<K> {
             };
             let mut bytes = [0u8; MAX_COMMAND_LEN];
             let len = serialize(entry.kind, &mut bytes).min(MAX_COMMAND_LEN);
+            if sendable(entry.kind, len) < len {
+                // Held: never whole; in Fragments only if it could not travel whole anyway, and
+                // not while its sendable bytes are out already.
+                if fragment.is_none()
+                    && len > capacity
+                    && usize::from(entry.offset) < sendable(entry.kind, len)
+                {
+                    fragment = Some(index);
+                    break;
+                }
+                continue;
+            }
             if len > 0 && pos + len + reserved <= capacity {
                 out[pos..pos + len].copy_from_slice(&bytes[..len]);
                 pos += len;
@@ -245,7 +277,12 @@ impl<K: Copy + Eq> Outbox<K> {
                 fid
             }
         };
-        let take = (len - offset).min(space - FRAGMENT_HEADER);
+        let take = sendable(entry.kind, len)
+            .saturating_sub(offset)
+            .min(space - FRAGMENT_HEADER);
+        if take == 0 {
+            return pos;
+        }
         let repr = FragmentRepr {
             session,
             fid,

@@ -42,8 +42,13 @@ pub struct ServerConfig {
     pub idle_timeout: Duration,
     /// Runs per device.
     pub rate_limit: RateLimit,
-    /// Pending sessions over all devices; more PubKeyReqs are answered `RateLimited`.
-    pub max_pending_sessions: usize,
+    /// A pending run that had a frame within this time is not displaced by a PubKeyReq of
+    /// another run (PROTOCOL.md §8): a forged PubKeyReq cannot end the device's run. Keep it well
+    /// under the device's 8-uplink horizon (8 × its retransmit interval).
+    pub run_lease: Duration,
+    /// Signature verifications per run (PROTOCOL.md §6.4): a SigVerifyReq chunk with other bytes
+    /// replaces the held one and the signature is verified again, at most this many times.
+    pub verifications_per_run: u8,
 }
 
 impl ServerConfig {
@@ -58,7 +63,8 @@ impl ServerConfig {
                 burst: 3,
                 refill: Duration::from_secs(3600),
             },
-            max_pending_sessions: 10_000,
+            run_lease: Duration::from_secs(120),
+            verifications_per_run: 8,
         }
     }
 }
@@ -95,13 +101,9 @@ pub enum ServerEvent {
         /// The new root keys.
         keys: NewRootKeys,
     },
-    /// The first session under the staged keys is confirmed: make them active, retire the old.
+    /// A JoinRequest verified under the staged keys (evidence only the device can give): make
+    /// them active, retire the old (§7).
     ActivateNewKey {
-        /// The device.
-        dev_eui: [u8; 8],
-    },
-    /// The device rolled back to its old keys: forget the staged ones.
-    RollBack {
         /// The device.
         dev_eui: [u8; 8],
     },

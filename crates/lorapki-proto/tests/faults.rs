@@ -176,18 +176,25 @@ fn run(s: &Schedule, stop_on_failure: bool) -> Result<Pair, TestCaseError> {
 fn every_fault_schedule_keeps_a_working_key_and_ends() {
     // Counted through cells: the runner takes a `Fn`.
     let ends = [Cell::new(0usize), Cell::new(0usize)];
+    let hurt = Cell::new(0usize);
     runner()
         .run(&schedule(), |s| {
             let pair = run(&s, true)?;
             let slot = &ends[usize::from(pair.end != Some(End::Completed))];
             slot.set(slot.get() + 1);
+            // A clean run takes 4 uplinks (§9.1): more means the faults hurt.
+            hurt.set(hurt.get() + usize::from(pair.stats.uplinks > 4));
             Ok(())
         })
         .unwrap();
     let ends = ends.map(Cell::into_inner);
-    println!("{CASES} schedules, stop at the first failure: {ends:?} (completed, failed)");
-    // The schedules are meant to hurt: some runs must fail, and some must survive their faults.
-    assert!(ends[0] > 0 && ends[1] > 0, "{ends:?}");
+    println!(
+        "{CASES} schedules, stop at the first failure: {ends:?} (completed, failed), {} needed \
+         more than the clean 4 uplinks",
+        hurt.get()
+    );
+    // The schedules are meant to hurt, and every one ends.
+    assert!(hurt.get() > CASES as usize / 4, "{}", hurt.get());
     assert_eq!(ends[0] + ends[1], CASES as usize);
 }
 
@@ -210,6 +217,6 @@ fn every_fault_schedule_eventually_completes() {
         "{CASES} schedules, retrying after failures: all completed, {} after a failed run",
         after_failure.get()
     );
-    // Completion after failed runs is what this property is about: some schedules must need it.
-    assert!(after_failure.get() > 0);
+    // Failed runs are rare now that losing a JoinAccept costs no run (§7); completion is the
+    // property, the count is reported.
 }

@@ -124,8 +124,9 @@ fn a_key_change_request_in_a_frame_of_an_old_session_is_stale() {
         .unwrap();
     let old = buf[..t.len].to_vec();
     assert_eq!(old.last(), Some(&lorapki_wire::cid::KEY_CHANGE_REQ));
-    // The device restarts and its new session is pending at the server.
+    // The device restarts and its new session is pending at the server (after S0's lease).
     pair.restart_device();
+    pair.now = pair.now.saturating_add(pair.server_config.run_lease);
     pair.step();
     let before = pair.server.export(&DEV_EUI).unwrap();
     assert!(!common::snapshot_fields(before.as_bytes()).key_change_requested);

@@ -19,7 +19,7 @@ use common::{Backend, DEV_EUI, End, FACTORY_APP_KEY, JOIN_EUI, NsModel, Pair, SL
 use lorapki_crypto::CryptoBackend;
 use lorapki_proto::keys::{self, LorawanVersion, Transcript};
 use lorapki_proto::{
-    DeviceEvent, Duration, Error, FailReason, Instant, ServerConfig, ServerEndpoint, ServerEvent,
+    Duration, Error, FailReason, Instant, ServerConfig, ServerEndpoint, ServerEvent,
 };
 use lorapki_wire::{
     AbortRepr, Code, CommandRepr, KeyChangeReqRepr, Part, PubKeyAnsRepr, PubKeyReqRepr, Reason,
@@ -40,8 +40,9 @@ fn a_rogue_server_cannot_make_the_device_stage_a_key() {
     pair.server = ServerEndpoint::new(&mut rogue, ServerConfig::new(SLOT, pinned));
     pair.server_backend = rogue;
     pair.start();
+    // The device never stages; its run ends by the 8-uplink rule (a forged SIG_S ends nothing).
     let end = pair.drive(100).unwrap();
-    assert_eq!(end, End::Failed(FailReason::ServerAuthentication));
+    assert_eq!(end, End::Failed(FailReason::NoAnswer));
     assert_device_refused(&mut pair, FailReason::ServerAuthentication);
     // The rogue did believe the device (so the failure is the server's signature alone).
     assert_eq!(server_staged(&pair.server_events), 1);
@@ -94,8 +95,9 @@ fn a_correct_server_signature_of_another_session_is_rejected() {
         let _ = to_server(&mut pair, &up3).unwrap();
         let d3 = downlink(&mut pair).unwrap();
         let old = [d1.unwrap(), d2.unwrap(), d3];
-        // The device loses power and starts session B.
+        // The device loses power and starts session B (after A's lease at the server).
         pair.restart_device();
+        pair.now = pair.now.saturating_add(pair.server_config.run_lease);
         let up_b = uplink(&mut pair);
         let b = pub_key_req(&up_b).session;
         assert_ne!(b, pub_key_req(&up_a).session);
@@ -289,7 +291,8 @@ fn another_devices_signature_is_rejected_and_stages_nothing() {
     // One verification, which fails: B's key and B's transcript.
     assert!(last.unwrap().unwrap().key_work);
     assert_eq!(server.backend.work.verify, work.verify + 1);
-    assert!(server.events.contains(&ServerEvent::Failed {
+    // The run is not ended by one failed verification (the chunks are unauthenticated, §8).
+    assert!(!server.events.contains(&ServerEvent::Failed {
         dev_eui: b.record.dev_eui,
         reason: FailReason::DeviceAuthentication
     }));
@@ -302,16 +305,17 @@ fn another_devices_signature_is_rejected_and_stages_nothing() {
             code: Code::Rejected
         }))
     );
-    // B's own signature, arriving after, is not verified again: the first copy stands.
-    let b_up = b.uplink(now).unwrap();
-    let _ = server.uplink(now, &b.record.clone(), &b_up);
-    assert_eq!(server.backend.work.verify, work.verify + 1);
+    // B's own chunks, arriving after, replace the forged ones (the latest copy stands, §8): the
+    // forgery did not poison B's run, which stages B's own key.
     b.downlink(now, &answer);
-    assert!(
-        b.events
-            .contains(&DeviceEvent::Failed(FailReason::Rejected))
-    );
-    assert!(staged_keys(&b.events).is_empty());
+    assert!(staged_keys(&b.events).is_empty(), "a Rejected ends nothing");
+    for _ in 0..6 {
+        now = now.saturating_add(Duration::from_secs(31));
+        let _ = exchange(&mut b, &mut server, &mut now, 1);
+    }
+    assert_eq!(server.staged_for(&b.record.dev_eui), 1);
+    assert_eq!(staged_keys(&b.events).len(), 1);
+    assert!(server.backend.work.verify <= work.verify + 3);
 }
 
 // ----- (d) old sessions and replays -----
@@ -329,8 +333,9 @@ fn frames_of_an_old_session_cause_no_work_and_no_change() {
         Some(&CommandRepr::KeyChangeReq(KeyChangeReqRepr))
     );
     let s0 = pub_key_req(&u1).session;
-    // The device restarts: session S1, whose EPH_S it receives.
+    // The device restarts: session S1, whose EPH_S it receives once the lease of S0 ran out.
     pair.restart_device();
+    pair.now = pair.now.saturating_add(pair.server_config.run_lease);
     let (v1, _) = round(&mut pair);
     let s1 = pub_key_req(&v1).session;
     assert!(s1.is_newer_than(s0));
@@ -338,8 +343,13 @@ fn frames_of_an_old_session_cause_no_work_and_no_change() {
     let before = snapshot(&pair);
     let work = pair.server_backend.work;
     for old in [&u1, &u2, &u3] {
+        // Stale (S0 never authenticated, so it is not below S_last) or refused by S1's lease.
         let result = to_server(&mut pair, old);
-        assert_eq!(result, Err(Error::StaleSession), "{:?}", commands(old));
+        assert!(
+            matches!(result, Err(Error::StaleSession | Error::Refused)),
+            "{result:?} {:?}",
+            commands(old)
+        );
         assert_eq!(pair.server_backend.work, work, "no key work");
         assert_eq!(
             snapshot(&pair),
@@ -348,30 +358,31 @@ fn frames_of_an_old_session_cause_no_work_and_no_change() {
             commands(old)
         );
     }
-    // The stale PubKeyReq is answered with an Abort of its own session, which the device drops.
+    // The old PubKeyReq is answered with an Abort of its own session (S1 holds the lease, §8),
+    // which the device drops.
     assert_eq!(
         abort_owed(&mut pair),
         Some(AbortRepr {
             session: s0,
-            reason: Reason::StaleSession
+            reason: Reason::RateLimited
         })
     );
 
-    // The current session number with another EPH_D.
+    // The current session number with another EPH_D: refused, the pending run holds its lease.
     let mut other = common::backend(0xe);
     let (_, other_eph) = other.ephemeral_generate().unwrap();
     let forged = frame(&[CommandRepr::PubKeyReq(PubKeyReqRepr {
         ephemeral: *other_eph.as_bytes(),
         ..pub_key_req(&v1)
     })]);
-    assert_eq!(to_server(&mut pair, &forged), Err(Error::StaleSession));
+    assert_eq!(to_server(&mut pair, &forged), Err(Error::Refused));
     assert_eq!(pair.server_backend.work, work);
     assert_eq!(snapshot(&pair), before);
     assert_eq!(
         abort_owed(&mut pair),
         Some(AbortRepr {
             session: s1,
-            reason: Reason::StaleSession
+            reason: Reason::RateLimited
         })
     );
 }
@@ -451,13 +462,7 @@ fn a_lorawan_version_mismatch_fails_the_run() {
         pair.record.lorawan = record;
         pair.start();
         let end = pair.drive(100).unwrap();
-        assert!(
-            matches!(
-                end,
-                End::Failed(FailReason::Rejected | FailReason::ServerAuthentication)
-            ),
-            "{end:?}"
-        );
+        assert!(matches!(end, End::Failed(FailReason::NoAnswer)), "{end:?}");
         assert!(staged_keys(&pair.device_events).is_empty());
         assert_eq!(server_staged(&pair.server_events), 0);
         assert!(!pair.server.is_staged(&DEV_EUI));
@@ -539,9 +544,8 @@ fn a_reflected_signature_is_rejected_by_both_sides() {
     );
     pair.start();
     let u1 = uplink(&mut pair);
-    let s = pub_key_req(&u1).session;
     let _ = to_server(&mut pair, &u1).unwrap();
-    // Three downlink opportunities carry the three parts.
+    // Three downlink opportunities carry what the server sends before SIG_D.
     let parts: Vec<Part> = (0..3)
         .filter_map(|_| downlink(&mut pair))
         .flat_map(|d| {
@@ -554,28 +558,12 @@ fn a_reflected_signature_is_rejected_by_both_sides() {
                 .collect::<Vec<_>>()
         })
         .collect();
-    let mut sig_s = Vec::new();
-    for part in &parts[1..] {
-        sig_s.extend_from_slice(part.data());
-    }
-    let sig_s: [u8; 96] = sig_s.try_into().unwrap();
-    let [r, s_chunk] = SigVerifyReqRepr::chunks(s, true, &sig_s);
-    let work = pair.server_backend.work;
-    let _ = to_server(&mut pair, &frame(&[CommandRepr::SigVerifyReq(r)])).unwrap();
-    let outcome = to_server(
-        &mut pair,
-        &frame(&[
-            CommandRepr::SigVerifyReq(s_chunk),
-            CommandRepr::KeyChangeReq(KeyChangeReqRepr),
-        ]),
-    )
-    .unwrap();
-    assert!(outcome.key_work);
-    assert_eq!(pair.server_backend.work.verify, work.verify + 1);
-    assert!(pair.server_events.contains(&ServerEvent::Failed {
-        dev_eui: DEV_EUI,
-        reason: FailReason::DeviceAuthentication
-    }));
+    // The server holds the end of SIG_S back until SIG_D verified and the keys are staged
+    // (§5.5): within its own session SIG_S cannot even be presented as SIG_D.
+    assert!(
+        !parts.iter().any(|p| matches!(p, Part::SignatureTail(_))),
+        "{parts:?}"
+    );
     assert_eq!(server_staged(&pair.server_events), 0);
 }
 
@@ -666,7 +654,11 @@ fn the_fourth_run_within_the_refill_interval_is_rate_limited() {
         let outcome = to_server(&mut pair, &forge(session)).unwrap();
         assert!(outcome.key_work);
         session = session.next();
-        pair.now = pair.now.saturating_add(Duration::from_secs(60));
+        // Past the lease of the run before (§8), which would refuse a new run otherwise.
+        pair.now = pair
+            .now
+            .saturating_add(pair.server_config.run_lease)
+            .saturating_add(Duration::from_secs(1));
     }
     let work = pair.server_backend.work;
     let before = snapshot(&pair);
@@ -687,46 +679,42 @@ fn the_fourth_run_within_the_refill_interval_is_rate_limited() {
     assert!(to_server(&mut pair, &forge(session)).unwrap().key_work);
 }
 
+/// Finding 3: a leaked factory database lets the attacker forge PubKeyReqs for many devices at
+/// once. Each device has one pending run and its own budget, so no other device is refused.
 #[test]
-fn the_pending_sessions_are_bounded() {
-    let mut server = Server::new(300, |c| c.max_pending_sessions = 1);
-    let mut a = Node::new(301, [0xa1; 8], server.public);
-    let mut b = Node::new(302, [0xb1; 8], server.public);
+fn forged_runs_of_many_devices_never_refuse_another_device() {
+    let mut server = Server::new(300, |_| {});
     let now = Instant::from_millis(5_000_000);
-    a.device.start(&mut a.backend, now).unwrap();
+    let mut attacker = common::backend(0xdd06);
+    for i in 0..64u8 {
+        let victim = Node::new(
+            400 + u64::from(i),
+            [0xc0, i, 0, 0, 0, 0, 0, 1],
+            server.public,
+        );
+        let (_, eph) = attacker.ephemeral_generate().unwrap();
+        let forged = frame(&[CommandRepr::PubKeyReq(PubKeyReqRepr {
+            session: Session::new(i & 0x3f).unwrap(),
+            version: lorapki_wire::PROTOCOL_VERSION,
+            ephemeral: *eph.as_bytes(),
+        })]);
+        assert!(
+            server
+                .uplink(now, &victim.record, &forged)
+                .unwrap()
+                .key_work
+        );
+    }
+    assert_eq!(server.endpoint.pending_sessions(), 64);
+    let mut b = Node::new(302, [0xb1; 8], server.public);
     b.device.start(&mut b.backend, now).unwrap();
-    let up_a = a.uplink(now).unwrap();
     let up_b = b.uplink(now).unwrap();
     assert!(
         server
-            .uplink(now, &a.record.clone(), &up_a)
+            .uplink(now, &b.record.clone(), &up_b)
             .unwrap()
-            .key_work
-    );
-    let work = server.backend.work;
-    assert_eq!(
-        server.uplink(now, &b.record.clone(), &up_b),
-        Err(Error::Refused)
-    );
-    assert_eq!(server.backend.work, work);
-    assert_eq!(server.endpoint.pending_sessions(), 1);
-    let down = server.downlink(&b.record.dev_eui).unwrap();
-    assert_eq!(
-        commands(&down),
-        [CommandRepr::Abort(AbortRepr {
-            session: pub_key_req(&up_b).session,
-            reason: Reason::RateLimited
-        })]
-    );
-    // Idle sessions expire, which frees the room.
-    let later = now.saturating_add(Duration::from_secs(3600));
-    server.endpoint.handle_timeout(later);
-    assert_eq!(server.endpoint.pending_sessions(), 0);
-    assert!(
-        server
-            .uplink(later, &b.record.clone(), &up_b)
-            .unwrap()
-            .key_work
+            .key_work,
+        "another device's run starts whatever the attacker did to the others"
     );
 }
 

@@ -21,7 +21,7 @@ use lorapki_proto::{
     ServerEvent, ServerSession, SessionSnapshot, unknown_device_abort,
 };
 use lorapki_wire::{CommandRepr, Reason};
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 use zeroize::Zeroizing;
 
 use crate::error::{EngineFailure, Error, Result};
@@ -122,8 +122,6 @@ impl Engine {
                 burst: options.runs_burst,
                 refill: duration(options.runs_refill),
             };
-            // The bound is the store's (all devices, all instances): see `Server::run`.
-            config.max_pending_sessions = options.max_pending_sessions;
             contexts.push(ServerContext::new(&mut backend, config));
         }
         Ok(Self { backend, contexts })
@@ -203,7 +201,6 @@ pub fn reason_label(reason: &FailReason) -> &'static str {
         FailReason::ServerAuthentication => "server-authentication",
         FailReason::BadEphemeral => "bad-ephemeral",
         FailReason::DeviceAuthentication => "device-authentication",
-        FailReason::RolledBack => "rolled-back",
         FailReason::Expired => "expired",
         FailReason::Superseded => "superseded",
         FailReason::Crypto(_) => "crypto",
@@ -613,7 +610,6 @@ impl Server {
                     keys.nwk_key.as_ref(),
                 )?),
                 ServerEvent::ActivateNewKey { .. } => KeyOp::Activate,
-                ServerEvent::RollBack { .. } => KeyOp::RollBack,
                 _ => continue,
             };
             commit.key_ops.push(op);
@@ -637,9 +633,6 @@ impl Server {
                 }
                 ServerEvent::ActivateNewKey { .. } => {
                     info!(%dev_eui, "new root key active; old key retired");
-                }
-                ServerEvent::RollBack { .. } => {
-                    warn!(%dev_eui, "device rolled back; staged key dropped");
                 }
                 ServerEvent::Completed { .. } => {
                     self.metrics.rekey_completed();
@@ -672,8 +665,6 @@ impl Server {
         };
         let engine = Arc::clone(&self.engines[shard_of(dev_eui, self.engines.len())]);
         // The store-wide pending bound (all devices, all instances), as the session's input.
-        let room_for_new_run = usize::try_from(self.pending.load(Ordering::Relaxed)).unwrap_or(0)
-            < self.options.max_pending_sessions;
         let n = self.options.max_downlink_payload;
         let task = move || -> Result<Output> {
             let mut guard = engine.lock().map_err(|_| EngineFailure::Poisoned)?;
@@ -713,7 +704,6 @@ impl Server {
                         now,
                         &record,
                         &payload,
-                        room_for_new_run,
                     ) {
                         Ok(outcome) => {
                             if outcome.key_work {
@@ -724,7 +714,7 @@ impl Server {
                         Err(e) => error = Some(e),
                     }
                 }
-                Input::Confirmed(slot) => session.handle_session_confirmed(slot),
+                Input::Confirmed(slot) => session.handle_join_verified(slot),
                 Input::Timeout => session.handle_timeout(context, now),
             }
             let mut events = Vec::new();

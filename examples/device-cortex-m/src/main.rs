@@ -170,10 +170,6 @@ fn apply_events(
                 events.push("ActivateNewKey");
                 step("activating the new key", store.activate())?;
             }
-            DeviceEvent::RollBack => {
-                events.push("RollBack");
-                step("rolling back", store.roll_back())?;
-            }
             DeviceEvent::Completed => events.push("Completed"),
             DeviceEvent::Failed(reason) => {
                 events.push("Failed");

@@ -260,7 +260,7 @@ fn run(payloads: Payloads, same_window: bool) -> Result<(), String> {
                 .handle_join_result(&mut device_backend, now, slot, accepted)
                 .map_err(|e| err(&e))?;
             if accepted {
-                server.handle_session_confirmed(&DEV_EUI, slot);
+                server.handle_join_verified(&DEV_EUI, slot);
             }
             continue;
         }
@@ -369,7 +369,6 @@ fn server_event(event: &ServerEvent) -> String {
         ServerEvent::ActivateNewKey { dev_eui } => {
             format!("ActivateNewKey {{ dev_eui: {} }}", hex(dev_eui))
         }
-        ServerEvent::RollBack { dev_eui } => format!("RollBack {{ dev_eui: {} }}", hex(dev_eui)),
         ServerEvent::Completed { dev_eui } => {
             format!("Completed {{ dev_eui: {} }}", hex(dev_eui))
         }

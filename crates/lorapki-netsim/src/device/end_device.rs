@@ -103,8 +103,6 @@ pub struct DeviceReport {
     pub runs: u32,
     /// Why runs failed.
     pub failures: Vec<FailReason>,
-    /// Roll-backs to the old key.
-    pub rollbacks: u32,
     /// JoinRequests sent.
     pub join_requests: u32,
     /// FPort-1 uplinks sent (empty polls included).
@@ -334,10 +332,6 @@ impl<X: Exchange> EndDevice<X> {
                 }
                 DeviceEvent::ActivateNewKey => {
                     record(&mut self.report, store.activate());
-                }
-                DeviceEvent::RollBack => {
-                    self.report.rollbacks += 1;
-                    record(&mut self.report, store.roll_back());
                 }
                 DeviceEvent::Completed => {
                     self.report.completed_us = Some(now_us);
@@ -689,12 +683,11 @@ mod tests {
 
     #[test]
     fn failed_key_store_writes_are_in_the_report() {
-        // Nothing is staged: activating and rolling back fail in the store.
-        let mut d = device(vec![DeviceEvent::ActivateNewKey, DeviceEvent::RollBack]);
+        // Nothing is staged: activating fails in the store.
+        let mut d = device(vec![DeviceEvent::ActivateNewKey]);
         d.drain(0);
         let no_staged = lorapki_proto::Error::Crypto(lorapki_crypto::Error::NoStagedKey);
-        assert_eq!(d.report().errors, vec![no_staged, no_staged]);
-        assert_eq!(d.report().rollbacks, 1);
+        assert_eq!(d.report().errors, vec![no_staged]);
         // The factory key is still the active key.
         assert!(d.key_cmac(RootKeySlot::Active, b"probe").is_some());
         assert_eq!(d.key_cmac(RootKeySlot::Staged, b"probe"), None);

@@ -199,8 +199,12 @@ impl NaiveExchange {
             return Ok(());
         }
         let next = match run.step {
-            Step::PubKey => {
-                // Verify SIG_S now that all parts are here.
+            Step::PubKey => Step::SignatureR,
+            Step::SignatureR => Step::SignatureS,
+            Step::SignatureS => Step::KeyChange,
+            Step::KeyChange => {
+                // Verify SIG_S now that all parts are here: the server sends the end of part 2
+                // only once it has staged the key (PROTOCOL.md §5.5).
                 let (Some(head), Some(tail), Some(auth)) = (
                     run.parts[1].as_ref(),
                     run.parts[2].as_ref(),
@@ -223,11 +227,6 @@ impl NaiveExchange {
                     self.fail(backend, now, FailReason::ServerAuthentication);
                     return Ok(());
                 }
-                Step::SignatureR
-            }
-            Step::SignatureR => Step::SignatureS,
-            Step::SignatureS => Step::KeyChange,
-            Step::KeyChange => {
                 let keys = run.auth.as_ref().map(|a| a.keys.root.clone_secret());
                 if let Some(keys) = keys {
                     self.state = NaiveState::Rejoin(0);
@@ -289,7 +288,14 @@ impl NaiveExchange {
                 let index = usize::from(part.index());
                 if run.parts[index].is_none() {
                     run.parts[index] = Some(part_data(part).to_vec());
-                    if run.step == Step::PubKey && run.parts.iter().all(Option::is_some) {
+                    // The server holds the end of part 2 back until it staged the key: the
+                    // naive order asks for it with the KeyChangeReq.
+                    let answer = match run.step {
+                        Step::PubKey => run.parts[0].is_some() && run.parts[1].is_some(),
+                        Step::KeyChange => run.parts[2].is_some(),
+                        _ => false,
+                    };
+                    if answer {
                         run.answered = true;
                     }
                     return (true, None);
@@ -531,7 +537,7 @@ impl Exchange for NaiveExchange {
         if !run.complete {
             return;
         }
-        if acked && matches!(run.step, Step::SignatureR | Step::KeyChange) {
+        if acked && run.step == Step::SignatureR {
             run.answered = true;
             run.without_progress = 0;
         }
@@ -543,8 +549,8 @@ impl Exchange for NaiveExchange {
 
     fn handle_join_result(
         &mut self,
-        backend: &mut Backend,
-        now: Instant,
+        _backend: &mut Backend,
+        _now: Instant,
         slot: RootKeySlot,
         accepted: bool,
     ) -> Result<(), Error> {
@@ -563,10 +569,7 @@ impl Exchange for NaiveExchange {
                 self.events.push_back(DeviceEvent::ActivateNewKey);
                 self.events.push_back(DeviceEvent::Completed);
             }
-            JoinEffect::RollBack => {
-                self.events.push_back(DeviceEvent::RollBack);
-                self.fail(backend, now, FailReason::RolledBack);
-            }
+            // A join under the old key proves nothing (§7): keep both keys, go on alternating.
             JoinEffect::Unchanged => {}
         }
         Ok(())

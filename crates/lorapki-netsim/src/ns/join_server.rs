@@ -24,11 +24,6 @@ pub enum KeyEvent {
         /// The device.
         dev_eui: [u8; 8],
     },
-    /// Forget the staged key.
-    RollBack {
-        /// The device.
-        dev_eui: [u8; 8],
-    },
 }
 
 /// One device at the join server.
@@ -114,11 +109,6 @@ impl JoinServer {
                     && let Some(staged) = d.staged.take()
                 {
                     d.active = staged;
-                }
-            }
-            KeyEvent::RollBack { dev_eui } => {
-                if let Some(d) = self.devices.get_mut(&dev_eui) {
-                    d.staged = None;
                 }
             }
         }

@@ -7,8 +7,8 @@
 //!   JoinAccept encrypted under the key that verified; the session keys follow LoRaWAN 1.0.x. It
 //!   learns keys from the application's [`KeyEvent`]s.
 //! * [`network_server`]: the **network server** verifies and decrypts data uplinks (MIC, FCnt),
-//!   tells the application the first uplink of every session
-//!   ([`Application::handle_session_confirmed`]), hands FPort-1 payloads to the application, and
+//!   tells the application which key verified each accepted JoinRequest
+//!   ([`Application::handle_join_verified`]), hands FPort-1 payloads to the application, and
 //!   schedules at most one downlink per uplink in RX1 (or RX2 when the gateway's duty cycle
 //!   forbids RX1), per the [`AnswerModel`].
 //! * [`model`]: the answer models and the **faults** between the network server and the

@@ -19,11 +19,12 @@ use crate::rng::SimRng;
 
 /// The application server behind the network server: where the lorapki server plugs in.
 ///
-/// The network server calls, in this order per uplink: [`handle_session_confirmed`] (first uplink
-/// of a session), [`handle_uplink`] (FPort 1 only), [`poll_downlink`] (when it may queue or send
-/// a downlink for the device), then drains [`poll_key_event`] into its join server.
+/// The network server calls [`handle_join_verified`] when its join server accepted a JoinRequest
+/// (before the JoinAccept goes out), and, per uplink: [`handle_uplink`] (FPort 1 only),
+/// [`poll_downlink`] (when it may queue or send a downlink for the device); after each it drains
+/// [`poll_key_event`] into its join server.
 ///
-/// [`handle_session_confirmed`]: Application::handle_session_confirmed
+/// [`handle_join_verified`]: Application::handle_join_verified
 /// [`handle_uplink`]: Application::handle_uplink
 /// [`poll_downlink`]: Application::poll_downlink
 /// [`poll_key_event`]: Application::poll_key_event
@@ -38,8 +39,8 @@ pub trait Application {
         n: usize,
         buf: &mut [u8],
     ) -> Option<usize>;
-    /// The first uplink of a session that a join under `slot` created.
-    fn handle_session_confirmed(&mut self, now: Instant, dev_eui: &[u8; 8], slot: RootKeySlot);
+    /// The join server verified a JoinRequest of `dev_eui` under its key in `slot`.
+    fn handle_join_verified(&mut self, now: Instant, dev_eui: &[u8; 8], slot: RootKeySlot);
     /// The next root-key change for the join server.
     fn poll_key_event(&mut self) -> Option<KeyEvent>;
     /// Time passes (called periodically by the simulator).
@@ -77,7 +78,6 @@ pub struct NsStats {
 
 struct NsSession {
     keys: SessionKeys,
-    slot: RootKeySlot,
     last_fcnt_up: Option<u32>,
     fcnt_down: u32,
     confirmed: bool,
@@ -222,12 +222,7 @@ impl<A: Application> NetworkServer<A> {
         }
         session.last_fcnt_up = Some(frame.fcnt);
         let now = ms(end_us);
-        if !session.confirmed {
-            session.confirmed = true;
-            let slot = session.slot;
-            self.app.handle_session_confirmed(now, &dev_eui, slot);
-            self.drain_key_events();
-        }
+        session.confirmed = true;
         let windows = self.windows(end_us, gateway, uplink, false);
         // Next-uplink model: what was queued before this uplink goes out in its window.
         let mut payload = None;
@@ -308,6 +303,10 @@ impl<A: Application> NetworkServer<A> {
             };
         self.stats.joins_accepted += 1;
         self.next_addr += 1;
+        // §7: the JoinRequest under the staged key is what confirms it.
+        self.app
+            .handle_join_verified(ms(end_us), &answer.dev_eui, answer.slot);
+        self.drain_key_events();
         let device = self.devices.entry(answer.dev_eui).or_default();
         if let Some(old) = device.session.take() {
             self.by_addr.remove(&old.keys.dev_addr);
@@ -319,7 +318,6 @@ impl<A: Application> NetworkServer<A> {
         self.by_addr.insert(answer.keys.dev_addr, answer.dev_eui);
         device.session = Some(NsSession {
             keys: answer.keys,
-            slot: answer.slot,
             last_fcnt_up: None,
             fcnt_down: 0,
             confirmed: false,

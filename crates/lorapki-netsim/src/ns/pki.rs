@@ -76,9 +76,6 @@ impl PkiServer {
                 ServerEvent::ActivateNewKey { dev_eui } => {
                     self.key_events.push_back(KeyEvent::Activate { dev_eui });
                 }
-                ServerEvent::RollBack { dev_eui } => {
-                    self.key_events.push_back(KeyEvent::RollBack { dev_eui });
-                }
                 ServerEvent::Completed { dev_eui } => {
                     self.outcomes.entry(dev_eui).or_default().completed += 1;
                 }
@@ -134,8 +131,8 @@ impl Application for PkiServer {
         }
     }
 
-    fn handle_session_confirmed(&mut self, _now: Instant, dev_eui: &[u8; 8], slot: RootKeySlot) {
-        self.endpoint.handle_session_confirmed(dev_eui, slot);
+    fn handle_join_verified(&mut self, _now: Instant, dev_eui: &[u8; 8], slot: RootKeySlot) {
+        self.endpoint.handle_join_verified(dev_eui, slot);
         self.drain();
     }
 

@@ -25,7 +25,7 @@ const MAX_UNKNOWN_ABORTS: usize = 64;
 /// * **getters**: [`pending_sessions`](Self::pending_sessions), [`is_staged`](Self::is_staged),
 ///   [`export`](Self::export);
 /// * **inputs** `handle_*`: [`handle_uplink`](Self::handle_uplink) (an FPort-1 FRMPayload and the
-///   registry record of its device), [`handle_session_confirmed`](Self::handle_session_confirmed)
+///   registry record of its device), [`handle_join_verified`](Self::handle_join_verified)
 ///   (the first uplink of a session created by a join under a given key),
 ///   [`handle_timeout`](Self::handle_timeout);
 /// * **commands**: [`import`](Self::import), [`forget`](Self::forget);
@@ -130,23 +130,21 @@ impl ServerEndpoint {
         if let Some(e) = undefined_first_command(payload) {
             return Err(e);
         }
-        let room_for_new_run = self.pending_sessions() < self.context.config.max_pending_sessions;
         let context = &self.context;
         let session = self
             .sessions
             .entry(*dev_eui)
             .or_insert_with(|| ServerSession::new(context, *dev_eui, now));
-        let result =
-            session.handle_uplink(backend, context, now, record, payload, room_for_new_run);
+        let result = session.handle_uplink(backend, context, now, record, payload);
         self.events.extend(session.drain_events());
         result
     }
 
-    /// The network server saw the first uplink of a session created by a join of `dev_eui` under
-    /// `key` (§7): this is what confirms or rolls back a staged key.
-    pub fn handle_session_confirmed(&mut self, dev_eui: &[u8; 8], key: RootKeySlot) {
+    /// The join server verified a JoinRequest of `dev_eui` under `key` (§7): under the staged
+    /// key this confirms it; under the active key it changes nothing.
+    pub fn handle_join_verified(&mut self, dev_eui: &[u8; 8], key: RootKeySlot) {
         if let Some(session) = self.sessions.get_mut(dev_eui) {
-            session.handle_session_confirmed(key);
+            session.handle_join_verified(key);
             self.events.extend(session.drain_events());
         }
     }

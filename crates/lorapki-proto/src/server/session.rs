@@ -20,6 +20,13 @@ use crate::outbox::{Entry, Outbox, Status};
 use crate::time::{Duration, Instant};
 use crate::{REASSEMBLY_SLOTS, Transmit, check_payload_size};
 
+/// Bytes of SIG_S the server withholds until it has staged the new keys (§5.5): the end of
+/// PubKeyAns part 2. Eight bytes leave a forger 2^64 guesses, each one a downlink the device
+/// checks.
+pub(crate) const WITHHELD: usize = 8;
+/// The length of PubKeyAns part 2 (CID, HDR and 47 bytes of SIG_S).
+const PART2_LEN: usize = 49;
+
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) enum ServerCommand {
     Part0,
@@ -39,7 +46,11 @@ pub(crate) struct PendingSession {
     pub(crate) server_signature: Signature,
     pub(crate) device_signature: [Option<[u8; 48]>; 2],
     pub(crate) key_change_requested: bool,
+    /// The result of the last verification of the chunks held: `Accepted` is final, `Rejected`
+    /// is not (a forged chunk may have caused it; other bytes are verified again).
     pub(crate) verdict: Option<Code>,
+    /// Verifications of SIG_D done in this run (bounded by `verifications_per_run`).
+    pub(crate) verifications: u8,
     pub(crate) staged: bool,
     pub(crate) outbox: Outbox<ServerCommand>,
     pub(crate) last_activity: Instant,
@@ -48,6 +59,8 @@ pub(crate) struct PendingSession {
 /// Everything the server keeps of one device between inputs (what a [`SessionSnapshot`] holds,
 /// plus the transient reassembly state and the Abort still owed).
 pub(crate) struct DeviceState {
+    /// The session number of the last *authenticated* run (its SIG_D verified): what makes a
+    /// PubKeyReq stale (§8). A forged PubKeyReq never moves it.
     pub(crate) last_session: Option<Session>,
     pub(crate) tokens: u8,
     pub(crate) refilled_at: Instant,
@@ -64,9 +77,8 @@ pub(crate) struct DeviceState {
 ///
 /// * **getters**: [`dev_eui`](Self::dev_eui), [`is_pending`](Self::is_pending),
 ///   [`is_staged`](Self::is_staged), [`export`](Self::export);
-/// * **inputs** `handle_*`: [`handle_uplink`](Self::handle_uplink) (an FPort-1 FRMPayload, the
-///   device's registry record, and whether the caller's pending bound has room for a new run),
-///   [`handle_session_confirmed`](Self::handle_session_confirmed),
+/// * **inputs** `handle_*`: [`handle_uplink`](Self::handle_uplink) (an FPort-1 FRMPayload and
+///   the device's registry record), [`handle_join_verified`](Self::handle_join_verified),
 ///   [`handle_timeout`](Self::handle_timeout);
 /// * **outputs** `poll_*`: [`poll_transmit`](Self::poll_transmit),
 ///   [`poll_event`](Self::poll_event), [`poll_timeout`](Self::poll_timeout).
@@ -155,9 +167,9 @@ impl ServerSession {
 
     // ----- inputs -----
 
-    /// An FPort-1 FRMPayload from the device; `record` is its registry entry. `room_for_new_run`
-    /// is the caller's pending bound (PROTOCOL.md §6.4): when false, a PubKeyReq that would start
-    /// a run while none is pending is answered `RateLimited` before any key work.
+    /// An FPort-1 FRMPayload from the device; `record` is its registry entry. A device has at
+    /// most one pending run, and its run budget bounds the key work its frames can cause
+    /// (PROTOCOL.md §6.4): nothing one device's frames do touches another device.
     ///
     /// # Errors
     ///
@@ -170,7 +182,6 @@ impl ServerSession {
         now: Instant,
         record: &DeviceRecord,
         payload: &[u8],
-        room_for_new_run: bool,
     ) -> Result<UplinkOutcome, Error> {
         if record.dev_eui != self.dev_eui {
             return Err(Error::UnknownDevice);
@@ -187,8 +198,13 @@ impl ServerSession {
         core::mem::swap(&mut entry.reassembler, &mut scratch);
         let last_session = entry.last_session;
         let pending_session = entry.pending.as_ref().map(|p| p.session);
+        let leased = entry
+            .pending
+            .as_ref()
+            .is_some_and(|p| p.leased(context, now));
         // A KeyChangeReq carries no session: it belongs to the session of the commands it travels
-        // with (§3.7), so in a frame of another session it is stale like them (§8).
+        // with (§3.7), so in a frame of another session it is stale like them (§8); alone, or
+        // beside Fragments of the pending run, it is the pending run's.
         let foreign_frame = lorapki_wire::Commands::new(payload)
             .map_while(Result::ok)
             .filter_map(|command| command.session())
@@ -198,16 +214,16 @@ impl ServerSession {
             context,
             events: &mut self.events,
             foreign_frame,
-            room_for_new_run,
         };
         codec::for_each_command(
             payload,
             &mut scratch,
             |reassembler, session| {
-                // A fragment of the pending session, or of a session newer than any seen (the
-                // PubKeyReq of a new run arriving in pieces), may be reassembled (§4, §8).
+                // A fragment of the pending session, or, unless the pending run holds its lease,
+                // of a session newer than the last authenticated one (the PubKeyReq of a new run
+                // arriving in pieces), may be reassembled (§4, §8).
                 let admissible = Some(session) == pending_session
-                    || last_session.is_none_or(|last| session.is_newer_than(last));
+                    || (!leased && last_session.is_none_or(|last| session.is_newer_than(last)));
                 if admissible && reassembler.session() != Some(session) {
                     reassembler.bind(session);
                 }
@@ -232,32 +248,20 @@ impl ServerSession {
         }
     }
 
-    /// The network server saw the first uplink of a session created by a join under `key` (§7):
-    /// this is what confirms or rolls back a staged key.
-    pub fn handle_session_confirmed(&mut self, key: RootKeySlot) {
+    /// The join server verified a JoinRequest of the device under `key` (§7). Under the staged
+    /// key it confirms it: only the device can make that MIC. Under the active key it changes
+    /// nothing: whoever knows the old (factory) key can join with it.
+    pub fn handle_join_verified(&mut self, key: RootKeySlot) {
         let dev_eui = self.dev_eui;
         let entry = &mut self.state;
-        let effect = KeyAcceptance::new(entry.staged).effect(key);
-        if effect == JoinEffect::Unchanged {
+        if KeyAcceptance::new(entry.staged).effect(key) != JoinEffect::Confirm {
             return;
         }
         entry.staged = false;
         entry.pending = None;
-        match effect {
-            JoinEffect::Confirm => {
-                self.events
-                    .push_back(ServerEvent::ActivateNewKey { dev_eui });
-                self.events.push_back(ServerEvent::Completed { dev_eui });
-            }
-            JoinEffect::RollBack => {
-                self.events.push_back(ServerEvent::RollBack { dev_eui });
-                self.events.push_back(ServerEvent::Failed {
-                    dev_eui,
-                    reason: FailReason::RolledBack,
-                });
-            }
-            JoinEffect::Unchanged => {}
-        }
+        self.events
+            .push_back(ServerEvent::ActivateNewKey { dev_eui });
+        self.events.push_back(ServerEvent::Completed { dev_eui });
     }
 
     /// Expires an idle pending run (its staged keys, if any, stay until a join decides).
@@ -306,10 +310,16 @@ impl ServerSession {
         let first = |e: &Entry<ServerCommand>| {
             e.kind == ServerCommand::Answer && e.status == Status::Unsent
         };
+        // §5.5: until the keys are staged, the last WITHHELD bytes of SIG_S stay here.
+        let staged = pending.staged;
+        let hold = |kind: ServerCommand| {
+            (kind == ServerCommand::Part2 && !staged).then_some(PART2_LEN - WITHHELD)
+        };
         let len = pending.outbox.build(
             out,
             session,
             first,
+            hold,
             |kind, bytes: &mut [u8; MAX_COMMAND_LEN]| {
                 let repr = match kind {
                     ServerCommand::Part0 => CommandRepr::PubKeyAns(PubKeyAnsRepr {
@@ -405,8 +415,16 @@ struct Work<'a, B> {
     events: &'a mut VecDeque<ServerEvent>,
     /// The frame carries commands of a session other than the pending one.
     foreign_frame: bool,
-    /// The caller's pending bound has room for a new run.
-    room_for_new_run: bool,
+}
+
+impl PendingSession {
+    /// Whether the run holds its lease (§8): it had a frame within `run_lease`, and no
+    /// verification of its SIG_D has failed (after a failure the device may hold a forged EPH_S
+    /// and start over).
+    pub(crate) fn leased(&self, context: &ServerContext, now: Instant) -> bool {
+        self.verdict != Some(Code::Rejected)
+            && now.saturating_since(self.last_activity) < context.config.run_lease
+    }
 }
 
 impl<B: CryptoBackend> Work<'_, B> {
@@ -422,13 +440,15 @@ impl<B: CryptoBackend> Work<'_, B> {
             Incoming::PubKeyReq(req) => self.pub_key_req(now, entry, record, req, outcome),
             Incoming::SigVerifyReq(req) => self.sig_verify_req(entry, record, req, outcome),
             Incoming::KeyChangeReq => {
+                // §3.7: it only sets a flag that the verification consults, so a forged one asks
+                // for nothing the device does not ask for anyway.
                 if self.foreign_frame {
                     return Err(Error::StaleSession);
                 }
                 let pending = entry.pending.as_mut().ok_or(Error::StaleSession)?;
                 if pending.key_change_requested {
                     outcome.duplicates += 1;
-                    pending.outbox.resend(ServerCommand::Answer);
+                    resend_answer(pending);
                     return Ok(());
                 }
                 pending.key_change_requested = true;
@@ -438,19 +458,14 @@ impl<B: CryptoBackend> Work<'_, B> {
                 }
                 Ok(())
             }
-            Incoming::Abort(AbortRepr { session, reason }) => {
+            Incoming::Abort(AbortRepr { session, .. }) => {
+                // Unauthenticated: anyone with the factory key can send it, so it ends nothing;
+                // an idle run expires on its own (§6.4).
                 let pending = entry.pending.as_ref().ok_or(Error::StaleSession)?;
                 if pending.session != session {
                     return Err(Error::StaleSession);
                 }
-                outcome.accepted += 1;
-                if !pending.staged {
-                    entry.pending = None;
-                    self.events.push_back(ServerEvent::Failed {
-                        dev_eui: record.dev_eui,
-                        reason: FailReason::Aborted(reason.into()),
-                    });
-                }
+                outcome.duplicates += 1;
                 Ok(())
             }
             other => Err(Error::WrongDirection { cid: other.cid() }),
@@ -473,15 +488,12 @@ impl<B: CryptoBackend> Work<'_, B> {
         // §8: the replay and stale-session rules, all before any key work.
         if let Some(pending) = &mut entry.pending
             && pending.session == session
+            && pending.device_ephemeral == req.ephemeral
         {
-            if pending.device_ephemeral == req.ephemeral {
-                // The device still lacks EPH_S: send it first again (§6.2 step 1).
-                outcome.duplicates += 1;
-                pending.outbox.resend(ServerCommand::Part0);
-                return Ok(());
-            }
-            entry.abort = Some((session, Reason::StaleSession));
-            return Err(Error::StaleSession);
+            // The device still lacks EPH_S: send it first again (§6.2 step 1).
+            outcome.duplicates += 1;
+            pending.outbox.resend(ServerCommand::Part0);
+            return Ok(());
         }
         if entry
             .last_session
@@ -490,9 +502,18 @@ impl<B: CryptoBackend> Work<'_, B> {
             entry.abort = Some((session, Reason::StaleSession));
             return Err(Error::StaleSession);
         }
-        // §6.4: rate limits, still before key work.
+        // §8: a run that holds its lease is not displaced (a forged PubKeyReq would end it).
+        if entry
+            .pending
+            .as_ref()
+            .is_some_and(|p| p.leased(self.context, now))
+        {
+            entry.abort = Some((session, Reason::RateLimited));
+            return Err(Error::Refused);
+        }
+        // §6.4: the run budget, still before key work.
         refill(entry, &self.context.config.rate_limit, now);
-        if entry.tokens == 0 || (entry.pending.is_none() && !self.room_for_new_run) {
+        if entry.tokens == 0 {
             entry.abort = Some((session, Reason::RateLimited));
             return Err(Error::Refused);
         }
@@ -517,7 +538,6 @@ impl<B: CryptoBackend> Work<'_, B> {
                 reason: FailReason::Superseded,
             });
         }
-        entry.last_session = Some(session);
         entry.abort = None;
         outcome.accepted += 1;
         self.events.push_back(ServerEvent::SessionStarted {
@@ -554,6 +574,7 @@ impl<B: CryptoBackend> Work<'_, B> {
         let digest = keys::signed_digest(backend, Role::Server, &th, &keys);
         let server_signature =
             backend.identity_sign_digest(self.context.config.signing_slot, &digest)?;
+        // The end of part 2 (the last bytes of SIG_S) is held until the new keys are staged.
         let mut outbox = Outbox::new();
         outbox.push(ServerCommand::Part0);
         outbox.push(ServerCommand::Part1);
@@ -569,6 +590,7 @@ impl<B: CryptoBackend> Work<'_, B> {
             device_signature: [None, None],
             key_change_requested: false,
             verdict: None,
+            verifications: 0,
             staged: false,
             outbox,
             last_activity: now,
@@ -586,47 +608,59 @@ impl<B: CryptoBackend> Work<'_, B> {
         if pending.session != req.session {
             return Err(Error::StaleSession);
         }
-        pending.outbox.ack(ServerCommand::Part0);
+        // After a failed verification the device may hold a forged EPH_S: part 0 stays owed
+        // until a verification succeeds (§6.1).
+        if pending.verdict != Some(Code::Rejected) {
+            pending.outbox.ack(ServerCommand::Part0);
+        }
         if req.holds_all_parts {
             pending.outbox.ack(ServerCommand::Part1);
             pending.outbox.ack(ServerCommand::Part2);
         }
         let chunk = usize::from(req.chunk.min(1));
-        match pending.device_signature[chunk] {
-            Some(_) => {
-                // §8: a duplicate (or a conflicting copy) changes nothing; the signature is
-                // verified once. The device retransmits because it lacks an answer: resend it.
-                outcome.duplicates += 1;
-                pending.outbox.resend(ServerCommand::Answer);
-                return Ok(());
-            }
-            None => pending.device_signature[chunk] = Some(req.data),
+        let held = pending.device_signature[chunk];
+        if held == Some(req.data) || pending.verdict == Some(Code::Accepted) {
+            // §8: a duplicate, or any copy once the signature verified, changes nothing. The
+            // device retransmits because it lacks an answer: resend it.
+            outcome.duplicates += 1;
+            resend_answer(pending);
+            return Ok(());
         }
+        // The latest copy stands: chunks are unauthenticated, so a forged first copy must not
+        // poison the run (§8). The pair is verified again, within the run's bound.
+        pending.device_signature[chunk] = Some(req.data);
         outcome.accepted += 1;
         let (Some(r), Some(s)) = (pending.device_signature[0], pending.device_signature[1]) else {
             return Ok(());
         };
-        if pending.verdict.is_some() {
+        if pending.verifications >= self.context.config.verifications_per_run {
             return Ok(());
         }
+        pending.verifications += 1;
         outcome.key_work = true;
         let signature = Signature::from_scalars(&r, &s);
         let digest =
             keys::signed_digest(&mut *self.backend, Role::Device, &pending.th, &pending.keys);
-        let verdict = match self
+        let verified = self
             .backend
             .ecdsa_verify_digest(&record.identity, &digest, &signature)
-        {
-            Ok(()) => Code::Accepted,
-            Err(_) => Code::Rejected,
-        };
-        pending.verdict = Some(verdict);
-        pending.outbox.push(ServerCommand::Answer);
-        if verdict == Code::Accepted {
+            .is_ok();
+        if verified {
+            // Authenticated: from now on this session number is spent (§8).
+            pending.verdict = Some(Code::Accepted);
+            pending.outbox.push(ServerCommand::Answer);
+            pending.outbox.resend(ServerCommand::Answer);
+            entry.last_session = Some(pending.session);
             if pending.key_change_requested {
                 self.stage(entry, record);
             }
-        } else {
+            return Ok(());
+        }
+        pending.verdict = Some(Code::Rejected);
+        pending.outbox.push(ServerCommand::Answer);
+        pending.outbox.resend(ServerCommand::Answer);
+        pending.outbox.reopen(ServerCommand::Part0);
+        if pending.verifications >= self.context.config.verifications_per_run {
             self.events.push_back(ServerEvent::Failed {
                 dev_eui: record.dev_eui,
                 reason: FailReason::DeviceAuthentication,
@@ -644,11 +678,18 @@ impl<B: CryptoBackend> Work<'_, B> {
         }
         pending.staged = true;
         entry.staged = true;
+        // The end of SIG_S, released now, is the device's proof that the keys are staged (§5.5):
+        // SigVerifyAns(Accepted) only says that SIG_D verified.
         self.events.push_back(ServerEvent::StageNewKey {
             dev_eui: record.dev_eui,
             keys: pending.keys.root.clone_secret(),
         });
     }
+}
+
+/// The device retransmits because it lacks an answer: send the verdict again, if there is one.
+fn resend_answer(pending: &mut PendingSession) {
+    pending.outbox.resend(ServerCommand::Answer);
 }
 
 fn refill(entry: &mut DeviceState, limit: &RateLimit, now: Instant) {

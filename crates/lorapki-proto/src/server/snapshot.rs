@@ -1,7 +1,7 @@
 //! A device's server-side state as bytes, so that any instance can resume any device's run
 //! (PROTOCOL.md §5.2: the server keeps no ephemeral private key, so this is all there is).
 //!
-//! Format (version 1), all integers big-endian:
+//! Format (version 2), all integers big-endian:
 //!
 //! ```text
 //! 0x01 | DevEUI (8) | last session (1, 0xff = none) | tokens (1) | refilled_at (8) | staged (1)
@@ -9,10 +9,15 @@
 //! pending: session (1) | DevEUI (8) | JoinEUI (8) | LoRaWAN (1) | identity (49) | EPH_D (49)
 //!      | EPH_S (49) | TH (48) | AppKey (16) | has NwkKey (1) [NwkKey (16)] | C_D (32) | C_S (32)
 //!      | SIG_S (96) | SIG_D chunk 0 present (1) [48] | chunk 1 present (1) [48]
-//!      | key change requested (1) | verdict (1, 0xff = none) | staged (1)
+//!      | key change requested (1) | verdict (1, 0xff = none) | verifications (1) | staged (1)
 //!      | outbox: 4 × (kind (1, 0xff = empty) | status (1) | fid (1, 0xff = none) | offset (1))
 //!        | next fid (1) | cursor (1) | last_activity (8)
 //! ```
+//!
+//! Version 1 (written before the verification count existed) is still read: it had no
+//! verifications byte, and a verdict there counts as one verification. "last session" is the
+//! last authenticated run's session number (in version 1: the last run started, which is at
+//! least as new, so reading it as authenticated only makes more numbers stale, never fewer).
 //!
 //! Partial fragments and an Abort still owed to the device are not kept: they are transient
 //! output, and the peer's retransmissions recover them. So a refused frame never changes a
@@ -31,7 +36,8 @@ use crate::keys::{LorawanVersion, NewRootKeys, SessionKeys};
 use crate::outbox::{Entry, Outbox, QUEUE_LEN, Status};
 use crate::time::Instant;
 
-const FORMAT: u8 = 1;
+const FORMAT: u8 = 2;
+const FORMAT_1: u8 = 1;
 const NONE: u8 = 0xff;
 
 /// The serialized state of one device at the server: store it (encrypted: it holds the derived
@@ -85,7 +91,8 @@ impl SessionSnapshot {
 
     pub(super) fn decode(&self) -> Result<([u8; 8], DeviceState), Error> {
         let mut r = Reader { bytes: &self.0 };
-        if r.u8()? != FORMAT {
+        let format = r.u8()?;
+        if format != FORMAT && format != FORMAT_1 {
             return Err(MALFORMED);
         }
         let dev_eui = r.array::<8>()?;
@@ -94,7 +101,7 @@ impl SessionSnapshot {
         let refilled_at = Instant::from_millis(r.u64()?);
         let staged = r.flag()?;
         let pending = if r.flag()? {
-            Some(decode_pending(&mut r)?)
+            Some(decode_pending(&mut r, format)?)
         } else {
             None
         };
@@ -153,6 +160,7 @@ fn encode_pending(w: &mut Vec<u8>, p: &PendingSession) {
     }
     w.push(u8::from(p.key_change_requested));
     w.push(p.verdict.map_or(NONE, u8::from));
+    w.push(p.verifications);
     w.push(u8::from(p.staged));
     let (entries, next_fid, cursor) = p.outbox.parts();
     for entry in entries {
@@ -173,7 +181,7 @@ fn encode_pending(w: &mut Vec<u8>, p: &PendingSession) {
     w.extend_from_slice(&p.last_activity.as_millis().to_be_bytes());
 }
 
-fn decode_pending(r: &mut Reader<'_>) -> Result<PendingSession, Error> {
+fn decode_pending(r: &mut Reader<'_>, format: u8) -> Result<PendingSession, Error> {
     let session = session_from(r.u8()?)?;
     let dev_eui = r.array::<8>()?;
     let join_eui = r.array::<8>()?;
@@ -206,6 +214,11 @@ fn decode_pending(r: &mut Reader<'_>) -> Result<PendingSession, Error> {
         NONE => None,
         code @ 0..=3 => Some(Code::from(code)),
         _ => return Err(MALFORMED),
+    };
+    let verifications = if format == FORMAT_1 {
+        u8::from(verdict.is_some())
+    } else {
+        r.u8()?
     };
     let staged = r.flag()?;
     let mut entries = [None; QUEUE_LEN];
@@ -246,6 +259,7 @@ fn decode_pending(r: &mut Reader<'_>) -> Result<PendingSession, Error> {
         device_signature,
         key_change_requested,
         verdict,
+        verifications,
         staged,
         outbox,
         last_activity,

@@ -18,6 +18,7 @@ use lorapki_proto::{
 };
 use lorapki_wire::{CommandRepr, Commands};
 
+pub mod adversary;
 pub mod attacker;
 pub mod memo;
 
@@ -233,6 +234,8 @@ pub struct Pair {
     pub view: RunView,
     /// Every FPort-1 frame that went on air, in order (what a passive attacker records).
     pub air: Vec<(Direction, Vec<u8>)>,
+    /// The active attacker of PROTOCOL.md §10 (see [`adversary`]).
+    pub adversary: adversary::Adversary,
 }
 
 pub fn backend(seed: u64) -> Backend {
@@ -322,7 +325,9 @@ impl Pair {
             status,
         )
         .unwrap();
-        let server_config = ServerConfig::new(SLOT, server_public);
+        let mut server_config = ServerConfig::new(SLOT, server_public);
+        // Under the device's 8-uplink horizon (8 × 10 s), as §8 requires.
+        server_config.run_lease = Duration::from_secs(30);
         let server = ServerEndpoint::new(&mut server_backend, server_config.clone());
         let record = DeviceRecord {
             dev_eui: DEV_EUI,
@@ -363,6 +368,7 @@ impl Pair {
             rng_seed: seed,
             view: RunView::default(),
             air: Vec::new(),
+            adversary: adversary::Adversary::new(seed),
         }
     }
 
@@ -485,6 +491,7 @@ impl Pair {
     }
 
     fn downlink(&mut self, frame: Vec<u8>) {
+        self.adversary_observes(&frame);
         self.air.push((Direction::Down, frame.clone()));
         self.stats.downlinks += 1;
         self.stats.downlink_bytes += frame.len() as u32;
@@ -524,17 +531,29 @@ impl Pair {
             .device_store
             .root_cmac(slot, RootKeyKind::AppKey, &message)
             .unwrap();
-        let js_key = self.join_server_verifies(&message, &mic);
-        let accepted = js_key.is_some() && !lost;
+        let (jammed, forged) = self.adversary.join_moves(self.join_index - 1);
+        let js_key = if jammed {
+            None
+        } else {
+            self.join_server_verifies(&message, &mic)
+        };
+        // The join server decides at the JoinRequest (§7), before its JoinAccept is on air.
+        if let Some(key) = js_key {
+            if key == RootKeySlot::Staged {
+                self.adversary.js_proof =
+                    self.join_server.staged.as_ref().map(AesKey::clone_secret);
+            }
+            self.server.handle_join_verified(&DEV_EUI, key);
+            self.drain_events();
+        }
+        // A JoinAccept forged under the factory key verifies at the device only for a
+        // JoinRequest it made under the factory key.
+        let forged_verifies = forged && self.device_slot_is_factory(slot);
+        let accepted = (js_key.is_some() && !lost) || forged_verifies;
         self.device
             .handle_join_result(&mut self.device_backend, self.now, slot, accepted)
             .unwrap();
         self.drain_events();
-        if accepted {
-            // The first uplink of the new session reaches the network server.
-            self.server
-                .handle_session_confirmed(&DEV_EUI, js_key.unwrap());
-        }
         self.now = self.now.saturating_add(Duration::from_secs(6));
     }
 
@@ -564,7 +583,6 @@ impl Pair {
                     self.device_store.stage(keys.to_root_keys()).unwrap()
                 }
                 DeviceEvent::ActivateNewKey => self.device_store.activate().unwrap(),
-                DeviceEvent::RollBack => self.device_store.roll_back().unwrap(),
                 DeviceEvent::Completed => self.end = Some(End::Completed),
                 DeviceEvent::Failed(reason) if self.stop_on_failure => {
                     self.end = Some(End::Failed(*reason));
@@ -583,7 +601,6 @@ impl Pair {
                         self.join_server.active = staged;
                     }
                 }
-                ServerEvent::RollBack { .. } => self.join_server.staged = None,
                 _ => {}
             }
             self.server_events.push(event);
@@ -769,7 +786,7 @@ fn set_at<T: Copy>(list: &mut Vec<T>, index: u32, value: T, default: T) {
 }
 
 /// The fields of a server snapshot, read by the layout documented in `server/snapshot.rs`
-/// (format 1). Used to find the secrets a snapshot holds and to mask its clock values.
+/// (format 2). Used to find the secrets a snapshot holds and to mask its clock values.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SnapshotFields {
     /// Offsets of the 8-byte timestamps (`refilled_at`, and `last_activity` if a run is
@@ -789,7 +806,7 @@ pub struct SnapshotFields {
 }
 
 pub fn snapshot_fields(bytes: &[u8]) -> SnapshotFields {
-    assert_eq!(bytes[0], 1, "snapshot format 1");
+    assert_eq!(bytes[0], 2, "snapshot format 2");
     let mut fields = SnapshotFields {
         clocks: vec![11],
         transcript_hash: None,
@@ -828,8 +845,8 @@ pub fn snapshot_fields(bytes: &[u8]) -> SnapshotFields {
     }
     fields.key_change_requested = bytes[at] == 1;
     fields.verdict = (bytes[at + 1] != 0xff).then_some(bytes[at + 1]);
-    fields.pending_staged = bytes[at + 2] == 1;
-    at += 3 + 16 + 2;
+    fields.pending_staged = bytes[at + 3] == 1;
+    at += 4 + 16 + 2;
     fields.clocks.push(at);
     assert_eq!(bytes.len(), at + 8, "snapshot layout");
     fields

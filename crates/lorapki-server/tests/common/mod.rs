@@ -263,7 +263,6 @@ impl SimDevice {
             match e {
                 DeviceEvent::StageNewKey(k) => self.keys.stage(k.to_root_keys()).unwrap(),
                 DeviceEvent::ActivateNewKey => self.keys.activate().unwrap(),
-                DeviceEvent::RollBack => self.keys.roll_back().unwrap(),
                 DeviceEvent::Completed => self.completed = true,
                 DeviceEvent::Failed(r) => self.failures.push(r),
                 _ => {}
