@@ -43,6 +43,8 @@ lorapki_preflight() {
         check "Rust target $t" "rustup target add $t" target_installed "$t"
     done
     check "openssl (interoperability tests)" "Debian package openssl" have openssl
+    check "python3 (PROTOCOL.md §11 oracles, standard library only)" "Debian package python3" \
+        have python3
     check "qemu-system-arm (firmware)" "Debian package qemu-system-arm" have qemu-system-arm
     check "arm-none-eabi-size (firmware size report)" "Debian package binutils-arm-none-eabi" \
         have arm-none-eabi-size

@@ -106,6 +106,12 @@ impl FixedEphemerals {
             random_draws: 0,
         }
     }
+
+    /// Gives the next run its fixed ephemeral key and a fresh profile (the identity key stays).
+    pub fn next_run(&mut self, ephemeral: Secret<48>) {
+        self.ephemeral = Some(ephemeral);
+        self.profile = Profile::default();
+    }
 }
 
 /// Only what differs from `SoftBackend`: the fixed ephemeral key, the count of random draws, and
