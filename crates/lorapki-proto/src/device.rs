@@ -817,7 +817,9 @@ impl<E> Run<E> {
 
     fn build(&mut self, out: &mut [u8]) -> usize {
         let session = self.session;
-        let holds_all_parts = self.parts.all();
+        // A = 1: the device holds every part the server sends before it staged the keys, parts 0
+        // and 1 (§3.5); part 2 ends the run on the device's side.
+        let holds_all_parts = self.parts.ephemeral.is_some() && self.parts.head.is_some();
         let ephemeral = *self.ephemeral_public.as_bytes();
         let signature = match &self.phase {
             Phase::Authenticate(auth) => Some(auth.signature),

@@ -135,6 +135,17 @@ impl<K: Copy + Eq> Outbox<K> {
         }
     }
 
+    #[cfg_attr(not(feature = "alloc"), allow(dead_code))] // server role only
+    /// Takes an acknowledgement back: the peer says it lacks the command after all (a forged
+    /// acknowledgement must not starve it). It goes out again round-robin.
+    pub(crate) fn unack(&mut self, kind: K) {
+        if let Some(entry) = self.entry_mut(kind)
+            && entry.status == Status::Acked
+        {
+            entry.status = Status::Sent;
+        }
+    }
+
     /// Whether a command has not been transmitted completely yet (unsent, or its fragments under
     /// way): the step's request is still going out.
     pub(crate) fn has_unsent(&self) -> bool {

@@ -956,14 +956,18 @@ const SCHEDULE_222_ROWS: [(&str, &[&str]); 4] = [
 #[test]
 fn n222_schedule_is_the_concatenation_of_the_n51_frames() {
     for (row, parts) in SCHEDULE_222_ROWS {
-        let concatenated: String = parts.iter().map(|p| spec_value(RUN_1_0, p)).collect();
+        let mut concatenated: String = parts.iter().map(|p| spec_value(RUN_1_0, p)).collect();
+        // At N ≥ 222 the device signs holding parts 0 and 1, so its chunk 0 carries A = 1 too
+        // (HDR 0x14 → 0x16); at N = 51 chunk 0 leaves before part 1 arrived.
+        if concatenated.starts_with("0314") {
+            concatenated.replace_range(0..4, "0316");
+        }
         assert_eq!(spec_value(SCHEDULE_222, row), concatenated, "11.6 {row}");
         assert!(concatenated.len() / 2 <= 222);
     }
 }
 
 #[test]
-#[ignore = "needs the key switch revision"]
 fn implementation_reproduces_the_n222_schedule() {
     let ex = exchange(LorawanVersion::V1_0, 222, 222, &|_, _| {});
     let frames = ex.frames();

@@ -50,7 +50,7 @@ pub const D2: [u8; 51] = hex(
 );
 /// U3 SigVerifyReq C=1 + KeyChangeReq, LoRaWAN 1.0.x.
 pub const U3: [u8; 51] = hex(
-    "03157d96186fc8d5fe741fb95cebb6f18b0175af609f827ef9002ad78d943ab5e117f1fc57c00b5b05cf0d91284f37c3621605",
+    "03177d96186fc8d5fe741fb95cebb6f18b0175af609f827ef9002ad78d943ab5e117f1fc57c00b5b05cf0d91284f37c3621605",
 );
 /// D3 SigVerifyAns + PubKeyAns P2, LoRaWAN 1.0.x.
 pub const D3: [u8; 51] = hex(
@@ -71,7 +71,7 @@ pub const D2_1_1: [u8; 51] = hex(
 );
 /// U3 SigVerifyReq C=1 + KeyChangeReq, LoRaWAN 1.1.
 pub const U3_1_1: [u8; 51] = hex(
-    "0315cac5a4477b568666c36c1048d20a9276cdc293c8645abf6239f83cca37d9113649e8834a6d97434d29ef77d2ec27f24505",
+    "0317cac5a4477b568666c36c1048d20a9276cdc293c8645abf6239f83cca37d9113649e8834a6d97434d29ef77d2ec27f24505",
 );
 /// D3 SigVerifyAns + PubKeyAns P2, LoRaWAN 1.1.
 pub const D3_1_1: [u8; 51] = hex(

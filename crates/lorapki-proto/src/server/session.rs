@@ -614,8 +614,12 @@ impl<B: CryptoBackend> Work<'_, B> {
             pending.outbox.ack(ServerCommand::Part0);
         }
         if req.holds_all_parts {
+            // A = 1: the device holds parts 0 and 1 (§3.5). Part 2 stays owed until the run ends:
+            // the device's retransmissions ask for it.
             pending.outbox.ack(ServerCommand::Part1);
-            pending.outbox.ack(ServerCommand::Part2);
+        } else {
+            // A = 0: the device lacks part 1, whatever an earlier (perhaps forged) A = 1 said.
+            pending.outbox.unack(ServerCommand::Part1);
         }
         let chunk = usize::from(req.chunk.min(1));
         let held = pending.device_signature[chunk];

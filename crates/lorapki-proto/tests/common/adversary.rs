@@ -173,7 +173,8 @@ impl Pair {
                 let up = frame(&[CommandRepr::SigVerifyReq(SigVerifyReqRepr {
                     session: s,
                     chunk: u8::from(attack == Attack::Chunk1),
-                    holds_all_parts: false,
+                    // A forged chunk 1 also claims the device holds parts 0 and 1 (A = 1).
+                    holds_all_parts: attack == Attack::Chunk1,
                     data,
                 })]);
                 self.inject_uplink(&up);
