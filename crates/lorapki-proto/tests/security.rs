@@ -823,3 +823,248 @@ fn a_frame_of_an_undefined_cid_is_malformed_and_changes_nothing() {
     assert_eq!(downlink(&mut pair), None);
     assert!(pair.server.poll_event().is_none());
 }
+
+// ----- (k) the attacker who knows the factory key: joins, forges, jams (PROTOCOL.md §7, §10) -----
+
+use common::adversary::Attack;
+use lorapki_crypto::RootKeySlot;
+use lorapki_proto::{DeviceEvent, DeviceStatus};
+
+/// A same-window pair at N = 51, driven until the device has staged the new key (it is about to
+/// make its first JoinRequest under it).
+fn staged_pair(seed: u64) -> Pair {
+    let mut pair = Pair::new(seed, NsModel::SameWindow, N);
+    pair.reconfigure_device(|c| c.staged_join_attempts = 1);
+    pair.start();
+    for _ in 0..20 {
+        if pair.key_store_status().staged {
+            return pair;
+        }
+        pair.step();
+    }
+    panic!("no staging: {:?}", pair.device_events);
+}
+
+/// Drives to the end; asserts P1–P3 after every step and that the rekey completed with both sides
+/// on the same new key, without a failed run.
+fn completes(pair: &mut Pair, steps: u32) {
+    for _ in 0..steps {
+        if pair.end == Some(End::Completed) {
+            break;
+        }
+        pair.step();
+        pair.check_properties().unwrap();
+    }
+    assert_eq!(pair.end, Some(End::Completed), "{:?}", pair.device_events);
+    assert!(pair.same_new_key());
+    assert!(
+        !pair
+            .device_events
+            .iter()
+            .any(|e| matches!(e, DeviceEvent::Failed(_))),
+        "{:?}",
+        pair.device_events
+    );
+}
+
+/// Finding 1a: the device activated the new key; the attacker then joins under the factory key
+/// and sends an uplink in that session. Under the old rule the server took that as a rollback
+/// and dropped the key the device now holds alone.
+#[test]
+fn a_factory_key_join_after_activation_changes_no_key() {
+    let mut pair = staged_pair(60);
+    pair.step(); // the JoinRequest under the new key: confirmed, JoinAccept, activated
+    assert_eq!(pair.end, Some(End::Completed));
+    pair.attack(Attack::JoinAsDevice);
+    pair.attack(Attack::PubKeyReq(1));
+    pair.check_properties().unwrap();
+    assert!(pair.same_new_key());
+    assert!(!pair.join_server_accepts_factory_key());
+}
+
+/// Finding 1a, before the confirmation: while the key is staged, a join under the factory key
+/// (the attacker's) changes nothing, and the device's JoinRequest under the new key still joins.
+#[test]
+fn a_factory_key_join_while_staged_keeps_the_staged_key() {
+    let mut pair = staged_pair(61);
+    pair.attack(Attack::JoinAsDevice);
+    assert!(pair.device_key_is_join_staged(RootKeySlot::Staged));
+    completes(&mut pair, 10);
+}
+
+/// Finding 1b: the join server retires the factory key at the JoinRequest under the new key; the
+/// attacker jams its JoinAccept, the device falls back to the factory key, and the attacker
+/// answers that JoinRequest with a JoinAccept forged under the factory key. Under the old rule
+/// the device rolled back and erased the only key the join server still accepted.
+#[test]
+fn jammed_join_accepts_and_a_forged_factory_join_accept_keep_the_new_key() {
+    let mut pair = staged_pair(62);
+    pair.lose_next_join_accept();
+    pair.step(); // under the new key: confirmed at the join server, JoinAccept lost
+    assert!(!pair.join_server_accepts_factory_key());
+    assert_eq!(pair.device.join_key(), Some(RootKeySlot::Active));
+    assert!(pair.attack(Attack::ForgeJoinAccept));
+    pair.step(); // under the factory key: the forged JoinAccept verifies at the device
+    pair.check_properties().unwrap();
+    assert!(
+        pair.key_store_status().staged,
+        "the device kept the new key"
+    );
+    assert_eq!(pair.device.status(), DeviceStatus::Rejoining);
+    completes(&mut pair, 10);
+}
+
+/// Finding 2: one forged PubKeyReq with S = S_last + 31 made the device's next 31 session
+/// numbers stale. Now S_last moves only when SIG_D verifies, and the run in progress holds its
+/// lease.
+#[test]
+fn a_forged_pub_key_req_with_s_plus_31_makes_nothing_stale() {
+    let mut pair = Pair::new(63, NsModel::SameWindow, N);
+    pair.start();
+    pair.attack(Attack::PubKeyReq(31));
+    completes(&mut pair, 20);
+    // Between runs (no lease held): the forged run takes the free slot, but S_last is the
+    // device's, so the device's next run is not stale.
+    let mut pair = Pair::new(64, NsModel::SameWindow, N);
+    pair.attack(Attack::PubKeyReq(31));
+    pair.now = pair
+        .now
+        .saturating_add(pair.server_config.run_lease)
+        .saturating_add(Duration::from_secs(1));
+    pair.start();
+    completes(&mut pair, 30);
+}
+
+/// Finding 2: forged Abort and SigVerifyAns(Rejected) used to end the run (and grow the
+/// back-off).
+#[test]
+fn forged_aborts_and_rejections_end_no_run() {
+    let mut pair = Pair::new(65, NsModel::SameWindow, N);
+    pair.start();
+    pair.step();
+    assert!(pair.attack(Attack::Abort));
+    assert!(pair.attack(Attack::Rejected));
+    assert!(matches!(pair.device.status(), DeviceStatus::Running { .. }));
+    completes(&mut pair, 20);
+    assert_eq!(pair.device.persistent().consecutive_failures, 0);
+    assert!(
+        pair.device_events
+            .contains(&DeviceEvent::Unauthenticated(FailReason::Rejected))
+    );
+}
+
+/// Finding 2: a bogus first PubKeyAns part 1 ("the first copy stands") poisoned the run.
+#[test]
+fn a_forged_first_part_1_does_not_poison_the_run() {
+    let mut pair = Pair::new(66, NsModel::SameWindow, N);
+    pair.start();
+    pair.step(); // P0
+    assert!(pair.attack(Attack::Part1));
+    completes(&mut pair, 20);
+}
+
+/// Finding 2: a bogus first part 0 (the genuine one jammed) costs one restarted run, not a
+/// failed one.
+#[test]
+fn a_forged_first_part_0_costs_one_restart_and_no_failure() {
+    let mut pair = Pair::new(67, NsModel::SameWindow, N);
+    pair.start();
+    pair.fault_next_downlink(common::Fate::Drop);
+    pair.step(); // the genuine P0 is jammed
+    assert!(pair.attack(Attack::Part0));
+    completes(&mut pair, 30);
+    assert!(
+        pair.device_events
+            .iter()
+            .any(|e| matches!(e, DeviceEvent::Restarted { .. }))
+    );
+    assert_eq!(pair.device.persistent().consecutive_failures, 0);
+}
+
+/// Finding 2: a bogus first SigVerifyReq chunk ("the first copy stands, verified once")
+/// poisoned the server's run.
+#[test]
+fn a_forged_first_signature_chunk_does_not_poison_the_run() {
+    let mut pair = Pair::new(68, NsModel::SameWindow, N);
+    pair.start();
+    pair.step(); // P0: the device's chunk 0 is next
+    assert!(pair.attack(Attack::Chunk0));
+    assert!(pair.attack(Attack::Chunk1));
+    completes(&mut pair, 20);
+}
+
+/// Finding 2: a Fragment of a newer session rebound the server's reassembler and dropped the
+/// pending run's fragments (N = 11).
+#[test]
+fn a_fragment_of_a_newer_session_does_not_disturb_the_pending_run() {
+    let clean = {
+        let mut pair = Pair::new(69, NsModel::SameWindow, 11);
+        pair.start();
+        completes(&mut pair, 200);
+        pair.stats.uplinks
+    };
+    let mut pair = Pair::new(69, NsModel::SameWindow, 11);
+    pair.start();
+    for _ in 0..10 {
+        pair.step();
+        pair.attack(Attack::FragmentOfNewerSession);
+    }
+    completes(&mut pair, 200);
+    // Each forged uplink takes the downlink of its own window (the device loses it), so at most
+    // one uplink more per injection; the pending run's reassembly is never dropped.
+    assert!(pair.stats.uplinks <= clean + 10, "{} vs {clean}", pair.stats.uplinks);
+}
+
+/// Finding 6: "Accepted" is not "staged". A forged SigVerifyAns(Accepted) with forged parts
+/// makes the device stage nothing: only a SIG_S that verifies does.
+#[test]
+fn a_forged_accepted_stages_nothing() {
+    let mut pair = Pair::new(70, NsModel::SameWindow, N);
+    pair.start();
+    pair.step(); // P0
+    let s = pair.device_session();
+    let forged = frame(&[
+        CommandRepr::SigVerifyAns(SigVerifyAnsRepr {
+            session: s,
+            code: Code::Accepted,
+        }),
+        CommandRepr::PubKeyAns(PubKeyAnsRepr {
+            session: s,
+            part: Part::SignatureTail([0x5a; 47]),
+        }),
+    ]);
+    pair.inject_downlink(&forged);
+    pair.attack(Attack::Part1);
+    assert!(!pair.key_store_status().staged);
+    assert!(staged_keys(&pair.device_events).is_empty());
+    completes(&mut pair, 20);
+}
+
+/// Finding 6: a KeyChangeReq alone (or beside a Fragment) applies to the pending run.
+#[test]
+fn a_key_change_request_alone_applies_to_the_pending_run() {
+    let mut pair = Pair::new(71, NsModel::SameWindow, N);
+    pair.start();
+    pair.step();
+    let result = to_server(
+        &mut pair,
+        &frame(&[CommandRepr::KeyChangeReq(KeyChangeReqRepr)]),
+    );
+    assert_eq!(result.map(|o| o.accepted), Ok(1));
+    let fields = common::snapshot_fields(&snapshot(&pair).unwrap());
+    assert!(fields.key_change_requested);
+}
+
+/// Finding 3: forged PubKeyReqs within a run's lease cost no key work at all.
+#[test]
+fn forged_pub_key_reqs_during_a_run_cost_no_key_work() {
+    let mut pair = Pair::new(72, NsModel::SameWindow, N);
+    pair.start();
+    pair.step();
+    let work = pair.server_backend.work;
+    for offset in [0, 1, 2, 31] {
+        pair.attack(Attack::PubKeyReq(offset));
+    }
+    assert_eq!(pair.server_backend.work, work);
+    completes(&mut pair, 20);
+}

@@ -323,6 +323,12 @@ impl Pair {
         }
     }
 
+    /// Whether the join server still accepts the factory key for the device.
+    pub fn join_server_accepts_factory_key(&mut self) -> bool {
+        let factory = AesKey::from_array(FACTORY_APP_KEY);
+        self.join_server.active == factory || self.join_server.staged.as_ref() == Some(&factory)
+    }
+
     /// Whether the device's `slot` holds the factory key.
     pub fn device_slot_is_factory(&mut self, slot: RootKeySlot) -> bool {
         self.device_slot_holds(slot, &AesKey::from_array(FACTORY_APP_KEY))
