@@ -546,3 +546,78 @@ fn a_join_under_the_old_key_keeps_both_keys() {
     assert!(mac::join_request_mic_ok(&next, &NEW_KEY));
     assert_eq!(device.radio().log.borrow().dev_nonces, [0, 1, 2, 3, 4]);
 }
+
+/// PROTOCOL.md §7 against the attacker of §10, through the real `lorawan-device` MAC: the join
+/// server confirms the new key at the device's JoinRequest under it (and retires the factory
+/// key); the attacker jams the JoinAccepts under the new key, and answers the device's fall-back
+/// JoinRequest under the factory key with a JoinAccept it forged under the factory key. The MAC
+/// accepts that JoinAccept (it is valid under the factory key); the device must keep the new
+/// key (the old rule rolled back and erased it, leaving a key the join server no longer accepts)
+/// and join under it once the attacker stops.
+#[test]
+fn a_join_accept_forged_under_the_factory_key_never_costs_the_new_key() {
+    let (mut device, _) = new_device(Region::Eu868, 0, staged_store(), PersistentState::default());
+    let mut js = join_server();
+    js.apply(KeyEvent::Stage {
+        dev_eui: DEV_EUI,
+        app_key: AesKey::from_array(NEW_KEY),
+    });
+    // The attacker's own join server: it knows only the factory key.
+    let mut forger = join_server();
+    let mut now = 0;
+    let mut forged_joins = 0;
+    for _ in 0..8 {
+        let request = transmit(&mut device, at(now)).unwrap();
+        let answer = match js.handle_join_request(&request, 0x13, 0x2600_0001) {
+            Ok(answer) => {
+                assert!(mac::join_request_mic_ok(&request, &NEW_KEY));
+                if answer.slot == RootKeySlot::Staged {
+                    // Confirmed at the JoinRequest: the factory key is retired now.
+                    js.apply(KeyEvent::Activate { dev_eui: DEV_EUI });
+                }
+                None // jammed
+            }
+            Err(_) => {
+                // Under the factory key, which the join server no longer accepts: forged.
+                assert!(!mac::join_request_mic_ok(&request, &NEW_KEY));
+                forged_joins += 1;
+                forger
+                    .handle_join_request(&request, 0x13, 0x2600_0002)
+                    .ok()
+                    .map(|a| a.accept)
+            }
+        };
+        let _ = windows(&mut device, at(now), answer.as_deref());
+        now += 30;
+    }
+    assert!(forged_joins >= 2, "{forged_joins}");
+    let seen = events(&mut device);
+    assert!(seen.contains(&Event::Joined {
+        slot: RootKeySlot::Active
+    }));
+    assert!(!seen.iter().any(|e| matches!(e, Event::RekeyFailed(_))));
+    assert_eq!(
+        device.key_status().unwrap(),
+        KeyStoreStatus {
+            active_generation: 0,
+            staged: true
+        },
+        "the device kept the new key"
+    );
+    // The attacker stops: the next JoinRequest under the new key joins.
+    loop {
+        let request = transmit(&mut device, at(now)).unwrap();
+        if let Ok(answer) = js.handle_join_request(&request, 0x13, 0x2600_0003) {
+            assert_response!(
+                windows(&mut device, at(now), Some(&answer.accept)),
+                Response::JoinSuccess
+            );
+            break;
+        }
+        let _ = windows(&mut device, at(now), None);
+        now += 30;
+        assert!(now < 30 * 30, "no JoinRequest under the new key");
+    }
+    assert!(events(&mut device).contains(&Event::RekeyCompleted));
+    assert_eq!(device.key_status().unwrap().active_generation, 1);
+}

@@ -1012,7 +1012,11 @@ fn a_fragment_of_a_newer_session_does_not_disturb_the_pending_run() {
     completes(&mut pair, 200);
     // Each forged uplink takes the downlink of its own window (the device loses it), so at most
     // one uplink more per injection; the pending run's reassembly is never dropped.
-    assert!(pair.stats.uplinks <= clean + 10, "{} vs {clean}", pair.stats.uplinks);
+    assert!(
+        pair.stats.uplinks <= clean + 10,
+        "{} vs {clean}",
+        pair.stats.uplinks
+    );
 }
 
 /// Finding 6: "Accepted" is not "staged". A forged SigVerifyAns(Accepted) with forged parts
