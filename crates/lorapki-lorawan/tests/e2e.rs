@@ -247,11 +247,20 @@ fn lossy(region: Region, seeds: &[u64]) -> Vec<FailReason> {
 fn eu868_dr0_lossy_air_keeps_a_working_key_and_completes() {
     let failures = lossy(Region::Eu868, &[1, 8, 18]);
     assert!(failures.contains(&FailReason::NoAnswer), "{failures:?}");
+    assert!(
+        failures.iter().all(|f| *f == FailReason::NoAnswer),
+        "{failures:?}"
+    );
 }
 
 #[test]
 fn us915_dr0_lossy_air_keeps_a_working_key_and_completes() {
-    // Every run completes (`lossy` checks it); with these seeds none even needs a second run.
+    // Every device completes (`lossy` checks it). Loss can only cost a run on the 8-uplink rule:
+    // a run that fails for any other reason (a rejection, a refused frame, a bad signature)
+    // would be a defect, and a run that failed is followed by one that completes.
     let failures = lossy(Region::Us915, &[1, 3, 6]);
-    assert!(failures.is_empty(), "{failures:?}");
+    assert!(
+        failures.iter().all(|f| *f == FailReason::NoAnswer),
+        "{failures:?}"
+    );
 }
