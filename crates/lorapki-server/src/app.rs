@@ -98,6 +98,22 @@ async fn bind(setting: &str, addr: SocketAddr) -> Result<Listener> {
     })
 }
 
+/// Serves `router` over TLS on `listener` until `shutdown`; errors name the listener's setting.
+async fn listen_tls(
+    listener: Listener,
+    tls: Arc<rustls::ServerConfig>,
+    router: axum::Router,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<()> {
+    let tls_listener = crate::tls::TlsListener::new(listener.listener, tls);
+    axum::serve(tls_listener, router)
+        .with_graceful_shutdown(async move {
+            let _ = shutdown.wait_for(|stop| *stop).await;
+        })
+        .await
+        .map_err(Error::io_at(listener.name))
+}
+
 /// Serves `router` on `listener` until `shutdown`; errors name the listener's setting.
 async fn listen(
     listener: Listener,
@@ -153,8 +169,15 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     let (stop_tx, stop_rx) = watch::channel(false);
     // Both listen addresses are bound before anything runs: one in use stops the start-up.
     let listeners = async {
+        // Certificates are read before anything binds: a bad file stops the start-up.
+        let tls = match config.join_server_tls() {
+            Some(t) => Some(t.config("[join_server]")?),
+            None => None,
+        };
         let js = match config.join_server_settings()? {
-            Some((addr, settings)) => Some((bind("[join_server] bind", addr).await?, settings)),
+            Some((addr, settings)) => {
+                Some((bind("[join_server] bind", addr).await?, settings, tls))
+            }
             None => None,
         };
         let metrics = match &config.metrics {
@@ -171,17 +194,25 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         }
     };
     let mut tasks = tokio::task::JoinSet::new();
-    if let Some((listener, settings)) = js {
+    if let Some((listener, settings, tls)) = js {
         if settings.token.is_none() {
-            warn!("join server without a bearer token: keep it on a trusted network");
+            warn!("join server without a bearer token (insecure_no_token)");
+        }
+        if settings.nwk_kek.is_none() {
+            warn!("join server hands out unwrapped session keys (insecure_plain_session_keys)");
         }
         let js = Arc::new(JoinServer::new(Arc::clone(&server), settings));
-        info!(bind = %listener.addr, "join server listening");
-        tasks.spawn(listen(
-            listener,
-            crate::joinserver::router(js),
-            stop_rx.clone(),
-        ));
+        let router = crate::joinserver::router(js);
+        match tls {
+            Some(tls) => {
+                info!(bind = %listener.addr, "join server listening (HTTPS)");
+                tasks.spawn(listen_tls(listener, tls, router, stop_rx.clone()));
+            }
+            None => {
+                warn!(bind = %listener.addr, "join server listening on plain HTTP");
+                tasks.spawn(listen(listener, router, stop_rx.clone()));
+            }
+        }
     }
     if let Some(listener) = metrics_listener {
         info!(bind = %listener.addr, "metrics listening");
@@ -199,6 +230,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
                 Arc::clone(&server),
                 &g.server,
                 config.chirpstack_token()?,
+                config.chirpstack_grpc_tls()?,
             )?;
             info!(server = %g.server, "handing new keys to ChirpStack's key store");
             tasks.spawn(crate::chirpstack::run_with_handoff(

@@ -2,9 +2,10 @@
 //!
 //! Subscribes (as a shared subscription, so that several instances share the load) to
 //! `application/+/device/+/event/up`, feeds FPort-1 payloads to the [`Server`], and publishes the
-//! answers to `application/{applicationId}/device/{devEui}/command/down`. Every uplink of a device
-//! whose last join is unconfirmed also confirms that join's key when
-//! [`ConfirmOn::Uplink`](crate::ConfirmOn::Uplink) is set.
+//! answers to `application/{applicationId}/device/{devEui}/command/down`. No event on the broker changes a
+//! root key here: the join server confirms a new key only by a JoinRequest under it (PROTOCOL.md
+//! §7). Only the hand-off to ChirpStack's own key store ([`crate::keyhandoff`]) reads the
+//! devices' `log` and `join` events, which the broker's ACL must let only ChirpStack publish.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,7 +22,7 @@ use crate::error::{Error, Result};
 use crate::eui::Eui64;
 use crate::logthrottle::REFUSALS;
 use crate::metrics::Metrics;
-use crate::server::{ConfirmOn, Server, downlink_kind};
+use crate::server::{Server, downlink_kind};
 
 /// Largest event (MQTT payload) processed; a larger one is dropped and counted as `oversize`.
 /// A ChirpStack uplink event is a few KiB even with many gateways in `rxInfo`.
@@ -64,6 +65,8 @@ pub struct MqttSettings {
     pub confirmed: bool,
     /// Topic prefix of ChirpStack's integration (`application`).
     pub topic_prefix: String,
+    /// TLS to the broker (`None`: plain TCP).
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl std::fmt::Debug for MqttSettings {
@@ -75,6 +78,7 @@ impl std::fmt::Debug for MqttSettings {
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "REDACTED"))
             .field("shared_group", &self.shared_group)
+            .field("tls", &self.tls.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -92,6 +96,7 @@ impl MqttSettings {
             shared_group: Some("lorapki".into()),
             confirmed: false,
             topic_prefix: "application".into(),
+            tls: None,
         }
     }
 
@@ -333,14 +338,6 @@ async fn handle_publish(
         uplink.dev_eui,
     )
     .map_err(|e| Failure::Dropped("topic-mismatch", e.to_string()))?;
-    if server.options().confirm_on == ConfirmOn::Uplink
-        && let Some(addr) = &uplink.dev_addr
-        && let Some(device) = server.store().device(uplink.dev_eui).await?
-        && let Some((slot, join_addr)) = &device.last_join
-        && join_addr == addr
-    {
-        server.confirm_session(uplink.dev_eui, *slot).await?;
-    }
     let Some(frame) = uplink.fport1 else {
         return Ok(());
     };
@@ -412,6 +409,9 @@ async fn run_inner(
     // Answers go out at once instead of waiting for the previous segment's ACK (Nagle).
     network.set_tcp_nodelay(true);
     options.set_network_options(network);
+    if let Some(tls) = &settings.tls {
+        options.set_transport(crate::tls::mqtt_transport(Arc::clone(tls)));
+    }
     if let (Some(u), Some(p)) = (&settings.username, &settings.password) {
         options.set_credentials(u, p);
     }

@@ -12,7 +12,7 @@ use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
 use crate::kek::{StorageKek, WrapKek};
-use crate::server::{ConfirmOn, ServerOptions};
+use crate::server::ServerOptions;
 
 /// The whole file.
 #[derive(Deserialize, Debug, Default)]
@@ -38,8 +38,19 @@ pub struct Config {
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
 pub struct ChirpstackGrpcSection {
-    /// ChirpStack's gRPC API, e.g. `http://chirpstack:8080`.
+    /// ChirpStack's gRPC API, e.g. `https://chirpstack:8080`. An `http://` URL sends root keys
+    /// in clear and is refused unless `insecure_plain_http = true`.
     pub server: String,
+    /// CA certificates (PEM) that sign ChirpStack's API certificate (default: the system's).
+    pub tls_ca_file: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS, with `tls_key_file`.
+    pub tls_cert_file: Option<PathBuf>,
+    /// Its private key (PEM).
+    pub tls_key_file: Option<PathBuf>,
+    /// Allow an `http://` URL to a host that is not loopback: root keys cross the network in
+    /// clear.
+    #[serde(default)]
+    pub insecure_plain_http: bool,
     /// API token (prefer `api_token_file` or `LORAPKI_CHIRPSTACK_TOKEN`).
     pub api_token: Option<String>,
     /// File holding the API token.
@@ -69,14 +80,10 @@ pub struct ServerSection {
     pub runs_burst: u8,
     /// One more run per this many seconds.
     pub runs_refill_secs: u64,
-    /// Pending runs over all devices.
-    pub max_pending_sessions: usize,
     /// FPort-1 uplinks per device per minute.
     pub uplinks_per_minute: u32,
     /// Burst of that limit.
     pub uplink_burst: u32,
-    /// `join` or `uplink`: when the old key is retired.
-    pub confirm_on: String,
     /// Crypto engines (0: one per core).
     pub engines: usize,
 }
@@ -94,10 +101,8 @@ impl Default for ServerSection {
             idle_timeout_secs: o.idle_timeout.as_secs(),
             runs_burst: o.runs_burst,
             runs_refill_secs: o.runs_refill.as_secs(),
-            max_pending_sessions: o.max_pending_sessions,
             uplinks_per_minute: o.uplinks_per_minute,
             uplink_burst: o.uplink_burst,
-            confirm_on: "join".into(),
             engines: 0,
         }
     }
@@ -141,6 +146,17 @@ pub struct MqttSection {
     /// ChirpStack's integration topic prefix.
     #[serde(default = "default_prefix")]
     pub topic_prefix: String,
+    /// CA certificates (PEM) that sign the broker's certificate (default: the system's).
+    pub tls_ca_file: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS, with `tls_key_file`.
+    pub tls_cert_file: Option<PathBuf>,
+    /// Its private key (PEM).
+    pub tls_key_file: Option<PathBuf>,
+    /// Connect without TLS to a broker that is not on loopback: uplinks, answers and (with
+    /// `[chirpstack_grpc]`) the join and log events that switch keys cross the network
+    /// unauthenticated.
+    #[serde(default)]
+    pub insecure_plain_tcp: bool,
 }
 
 fn default_client_id() -> String {
@@ -165,12 +181,142 @@ pub struct JoinServerSection {
     pub token_file: Option<PathBuf>,
     /// KEK label for the network session keys.
     pub nwk_kek_label: Option<String>,
-    /// That KEK, hex (16, 24 or 32 bytes).
+    /// That KEK, hex (16, 24 or 32 bytes); prefer `nwk_kek_file`.
     pub nwk_kek: Option<String>,
+    /// File holding that KEK in hex (`lorapki-server secretgen --out ns-kek.hex`).
+    pub nwk_kek_file: Option<PathBuf>,
     /// KEK label for the AppSKey.
     pub app_kek_label: Option<String>,
-    /// That KEK, hex.
+    /// That KEK, hex; prefer `app_kek_file`.
     pub app_kek: Option<String>,
+    /// File holding that KEK in hex.
+    pub app_kek_file: Option<PathBuf>,
+    /// Server certificate chain (PEM) of the join server's HTTPS listener.
+    pub tls_cert_file: Option<PathBuf>,
+    /// Its private key (PEM).
+    pub tls_key_file: Option<PathBuf>,
+    /// CA certificates (PEM): when set, the network server must present a client certificate
+    /// they sign.
+    pub tls_client_ca_file: Option<PathBuf>,
+    /// Serve plain HTTP on an address other than loopback: session keys and JoinAccepts cross
+    /// the network in clear.
+    #[serde(default)]
+    pub insecure_plain_http: bool,
+    /// Accept JoinReqs without a bearer token: anyone who reaches the port may ask for joins.
+    #[serde(default)]
+    pub insecure_no_token: bool,
+    /// Hand the network session keys back unwrapped when no `nwk_kek` is set.
+    #[serde(default)]
+    pub insecure_plain_session_keys: bool,
+}
+
+impl JoinServerSection {
+    /// The secure defaults (PROTOCOL.md §10): HTTPS, a bearer token and wrapped network session
+    /// keys, each switched off only by its `insecure_*` setting.
+    fn check(&self) -> Result<()> {
+        pair(
+            &self.tls_cert_file,
+            &self.tls_key_file,
+            "[join_server] tls_cert_file and tls_key_file",
+        )?;
+        if self.tls_cert_file.is_none()
+            && !self.bind.ip().is_loopback()
+            && !self.insecure_plain_http
+        {
+            return Err(Error::Config(format!(
+                "[join_server] bind = {}: off loopback it needs tls_cert_file and tls_key_file \
+                 (HTTPS: session keys and JoinAccepts cross this connection), or \
+                 insecure_plain_http = true",
+                self.bind
+            )));
+        }
+        if self.tls_client_ca_file.is_some() && self.tls_cert_file.is_none() {
+            return Err(Error::Config(
+                "[join_server] tls_client_ca_file needs tls_cert_file and tls_key_file".into(),
+            ));
+        }
+        let token = std::env::var_os("LORAPKI_JS_TOKEN").is_some()
+            || self.token_file.is_some()
+            || self.token.as_ref().is_some_and(|t| !t.is_empty());
+        if !token && !self.insecure_no_token {
+            return Err(Error::Config(
+                "[join_server] needs a bearer token (LORAPKI_JS_TOKEN, token_file or token; \
+                 ChirpStack sends it with authorization_header = \"Bearer …\"), or \
+                 insecure_no_token = true"
+                    .into(),
+            ));
+        }
+        for (what, label, key, file) in [
+            (
+                "nwk",
+                &self.nwk_kek_label,
+                &self.nwk_kek,
+                &self.nwk_kek_file,
+            ),
+            (
+                "app",
+                &self.app_kek_label,
+                &self.app_kek,
+                &self.app_kek_file,
+            ),
+        ] {
+            if key.is_some() && file.is_some() {
+                return Err(Error::Config(format!(
+                    "[join_server] {what}_kek and {what}_kek_file: give one of them"
+                )));
+            }
+            if label.is_some() != (key.is_some() || file.is_some()) {
+                return Err(Error::Config(format!(
+                    "[join_server] {what}_kek_label and {what}_kek (or {what}_kek_file) go \
+                     together"
+                )));
+            }
+        }
+        if self.nwk_kek.is_none()
+            && self.nwk_kek_file.is_none()
+            && !self.insecure_plain_session_keys
+        {
+            return Err(Error::Config(
+                "[join_server] needs nwk_kek_label and nwk_kek_file (or nwk_kek): the network \
+                 session keys are RFC 3394-wrapped under it, and ChirpStack's [[keks]] holds the \
+                 same KEK; or insecure_plain_session_keys = true"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// The join server's HTTPS settings (`None`: plain HTTP, which [`Config::parse`] allows
+    /// only on loopback or with `insecure_plain_http`).
+    #[must_use]
+    pub fn join_server_tls(&self) -> Option<crate::tls::ServerTls> {
+        let js = self.join_server.as_ref()?;
+        Some(crate::tls::ServerTls {
+            cert_file: js.tls_cert_file.clone()?,
+            key_file: js.tls_key_file.clone()?,
+            client_ca_file: js.tls_client_ca_file.clone(),
+        })
+    }
+}
+
+/// Whether `host` (a name or an address) is this machine's loopback.
+fn loopback_host(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Both or neither of two settings.
+fn pair<A, B>(a: &Option<A>, b: &Option<B>, what: &str) -> Result<()> {
+    if a.is_some() == b.is_some() {
+        Ok(())
+    } else {
+        Err(Error::Config(format!("{what} go together")))
+    }
 }
 
 /// `[metrics]`.
@@ -192,6 +338,34 @@ impl Config {
         config.options()?;
         if let Some(m) = &config.mqtt {
             split_host_port(&m.server)?;
+            pair(
+                &m.tls_cert_file,
+                &m.tls_key_file,
+                "[mqtt] tls_cert_file and tls_key_file",
+            )?;
+            if m.insecure_plain_tcp && (m.tls_ca_file.is_some() || m.tls_cert_file.is_some()) {
+                return Err(Error::Config(
+                    "[mqtt] insecure_plain_tcp and tls_* settings exclude each other".into(),
+                ));
+            }
+        }
+        if let Some(js) = &config.join_server {
+            js.check()?;
+        }
+        if let Some(g) = &config.chirpstack_grpc {
+            pair(
+                &g.tls_cert_file,
+                &g.tls_key_file,
+                "[chirpstack_grpc] tls_cert_file and tls_key_file",
+            )?;
+            let (plain, host) = grpc_url(&g.server)?;
+            if plain && !loopback_host(&host) && !g.insecure_plain_http {
+                return Err(Error::Config(format!(
+                    "[chirpstack_grpc] server = {}: plain HTTP off loopback would send root keys \
+                     in clear; use https:// or set insecure_plain_http = true",
+                    g.server
+                )));
+            }
         }
         if config.chirpstack_grpc.is_some() {
             if !cfg!(feature = "chirpstack-grpc") {
@@ -237,30 +411,14 @@ impl Config {
                 "server.runs_burst, uplink_burst and uplinks_per_minute must be > 0".into(),
             ));
         }
-        let confirm_on = match s.confirm_on.as_str() {
-            "join" => ConfirmOn::Join,
-            "uplink" => ConfirmOn::Uplink,
-            _ => {
-                return Err(Error::Config(
-                    "server.confirm_on must be \"join\" or \"uplink\"".into(),
-                ));
-            }
-        };
-        if confirm_on == ConfirmOn::Uplink && self.mqtt.is_none() {
-            return Err(Error::Config(
-                "server.confirm_on = \"uplink\" needs the [mqtt] integration".into(),
-            ));
-        }
         let defaults = ServerOptions::default();
         Ok(ServerOptions {
             max_downlink_payload: s.max_downlink_payload,
             idle_timeout: Duration::from_secs(s.idle_timeout_secs.max(1)),
             runs_burst: s.runs_burst,
             runs_refill: Duration::from_secs(s.runs_refill_secs.max(1)),
-            max_pending_sessions: s.max_pending_sessions,
             uplinks_per_minute: s.uplinks_per_minute,
             uplink_burst: s.uplink_burst,
-            confirm_on,
             engines: if s.engines == 0 {
                 defaults.engines
             } else {
@@ -326,19 +484,44 @@ impl Config {
         } else {
             js.token.clone().map(Zeroizing::new)
         };
-        let kek = |label: &Option<String>, key: &Option<String>, what: &str| match (label, key) {
-            (Some(l), Some(k)) => WrapKek::from_hex(l, k).map(Some),
-            (None, None) => Ok(None),
-            _ => Err(Error::Config(format!(
-                "join_server.{what}_kek_label and {what}_kek go together"
-            ))),
+        let token = token.filter(|t| !t.is_empty());
+        if token.is_none() && !js.insecure_no_token {
+            return Err(Error::Config(
+                "[join_server] the bearer token is empty (LORAPKI_JS_TOKEN, token_file or \
+                 token), and insecure_no_token is not set"
+                    .into(),
+            ));
+        }
+        let kek = |label: &Option<String>,
+                   key: &Option<String>,
+                   file: &Option<PathBuf>,
+                   what: &str|
+         -> Result<Option<WrapKek>> {
+            let Some(label) = label else {
+                return Ok(None);
+            };
+            match (key, file) {
+                (Some(k), None) => WrapKek::from_hex(label, k).map(Some),
+                (None, Some(path)) => {
+                    let origin = format!("[join_server] {what}_kek_file = {}", path.display());
+                    let text = Zeroizing::new(
+                        std::fs::read_to_string(path).map_err(Error::io_at(&origin))?,
+                    );
+                    WrapKek::from_hex(label, text.trim())
+                        .map(Some)
+                        .map_err(|e| Error::Config(format!("{origin}: {e}")))
+                }
+                _ => Err(Error::Config(format!(
+                    "[join_server] {what}_kek_label needs {what}_kek or {what}_kek_file"
+                ))),
+            }
         };
         Ok(Some((
             js.bind,
             crate::joinserver::JoinServerSettings {
-                token: token.filter(|t| !t.is_empty()),
-                nwk_kek: kek(&js.nwk_kek_label, &js.nwk_kek, "nwk")?,
-                app_kek: kek(&js.app_kek_label, &js.app_kek, "app")?,
+                token,
+                nwk_kek: kek(&js.nwk_kek_label, &js.nwk_kek, &js.nwk_kek_file, "nwk")?,
+                app_kek: kek(&js.app_kek_label, &js.app_kek, &js.app_kek_file, "app")?,
             },
         )))
     }
@@ -361,6 +544,20 @@ impl Config {
         s.shared_group = (!m.shared_group.is_empty()).then(|| m.shared_group.clone());
         s.confirmed = m.confirmed_downlinks;
         s.topic_prefix.clone_from(&m.topic_prefix);
+        // TLS unless the broker is on loopback (and no TLS setting asks for it) or plain TCP is
+        // asked for by name.
+        let wants_tls = m.tls_ca_file.is_some() || m.tls_cert_file.is_some();
+        if wants_tls || !(m.insecure_plain_tcp || loopback_host(&host)) {
+            let client = match (&m.tls_cert_file, &m.tls_key_file) {
+                (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
+                _ => None,
+            };
+            s.tls = Some(crate::tls::client_config(
+                m.tls_ca_file.as_deref(),
+                client,
+                "[mqtt]",
+            )?);
+        }
         Ok(Some(s))
     }
 }
@@ -387,6 +584,58 @@ impl Config {
             return Ok(Some(Zeroizing::new(t.trim().to_owned())));
         }
         Ok(g.api_token.clone().map(Zeroizing::new))
+    }
+}
+
+/// Whether a gRPC URL is plain (`http://`) and its host.
+fn grpc_url(url: &str) -> Result<(bool, String)> {
+    let url = url.trim();
+    let lower = url.to_ascii_lowercase();
+    let (plain, rest) = if lower.starts_with("http://") {
+        (true, &url[7..])
+    } else if lower.starts_with("https://") {
+        (false, &url[8..])
+    } else {
+        return Err(Error::Config(format!(
+            "[chirpstack_grpc] server = {url}: needs https:// (or http://)"
+        )));
+    };
+    let authority = rest.split('/').next().unwrap_or_default();
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default().to_owned(),
+        None => authority
+            .rsplit_once(':')
+            .map_or(authority, |(h, _)| h)
+            .to_owned(),
+    };
+    if host.is_empty() {
+        return Err(Error::Config(format!(
+            "[chirpstack_grpc] server = {url}: no host"
+        )));
+    }
+    Ok((plain, host))
+}
+
+impl Config {
+    /// The gRPC channel's TLS settings (`None` for an `http://` URL).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] / [`Error::IoAt`] for bad certificate settings.
+    #[cfg(feature = "chirpstack-grpc")]
+    pub fn chirpstack_grpc_tls(&self) -> Result<Option<tonic::transport::ClientTlsConfig>> {
+        let Some(g) = &self.chirpstack_grpc else {
+            return Ok(None);
+        };
+        let (plain, host) = grpc_url(&g.server)?;
+        if plain {
+            return Ok(None);
+        }
+        let client = match (&g.tls_cert_file, &g.tls_key_file) {
+            (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
+            _ => None,
+        };
+        crate::tls::grpc_tls(g.tls_ca_file.as_deref(), client, &host, "[chirpstack_grpc]").map(Some)
     }
 }
 
@@ -424,8 +673,7 @@ mod tests {
         for (text, needle) in [
             ("[server]\nkey_fil = \"x\"", "unknown field"),
             ("[server]\nmax_downlink_payload = 5", "11..=242"),
-            ("[server]\nconfirm_on = \"never\"", "confirm_on"),
-            ("[server]\nconfirm_on = \"uplink\"", "[mqtt]"),
+            ("[server]\nconfirm_on = \"join\"", "unknown field"),
             ("[mqtt]\nserver = \"nohost\"", "host:port"),
             ("[join_server]\nbind = \"not an address\"", "socket address"),
             ("not toml at all ===", "expected"),
@@ -433,5 +681,107 @@ mod tests {
             let e = Config::parse(text).unwrap_err().to_string();
             assert!(e.contains(needle), "{text:?}: {e}");
         }
+    }
+
+    /// The join server's secure defaults: each weakening needs its own `insecure_*` setting,
+    /// and the error names the setting that would have to change.
+    #[test]
+    fn the_join_server_is_secure_unless_told_otherwise() {
+        const KEK: &str =
+            "nwk_kek_label = \"ns\"\nnwk_kek = \"000102030405060708090a0b0c0d0e0f\"\n";
+        const TOKEN: &str = "token = \"t0ken\"\n";
+        let js = |rest: &str| format!("[join_server]\nbind = \"127.0.0.1:8003\"\n{rest}");
+        let js_on = |bind: &str, rest: &str| format!("[join_server]\nbind = \"{bind}\"\n{rest}");
+        if std::env::var_os("LORAPKI_JS_TOKEN").is_none() {
+            for (text, needle) in [
+                (js(KEK), "insecure_no_token = true"),
+                (
+                    js(&format!("{KEK}token = \"\"\n")),
+                    "insecure_no_token = true",
+                ),
+            ] {
+                let e = Config::parse(&text).unwrap_err().to_string();
+                assert!(e.contains(needle), "{text:?}: {e}");
+            }
+        }
+        for (text, needle) in [
+            (js(TOKEN), "insecure_plain_session_keys = true"),
+            (
+                js_on("0.0.0.0:8003", &format!("{TOKEN}{KEK}")),
+                "insecure_plain_http = true",
+            ),
+            (
+                js_on("192.0.2.1:8003", &format!("{TOKEN}{KEK}")),
+                "[join_server] bind = 192.0.2.1:8003",
+            ),
+            (
+                js(&format!("{TOKEN}{KEK}tls_cert_file = \"c.pem\"\n")),
+                "tls_cert_file and tls_key_file",
+            ),
+            (
+                js(&format!("{TOKEN}{KEK}tls_client_ca_file = \"ca.pem\"\n")),
+                "tls_client_ca_file needs",
+            ),
+            (
+                js(&format!("{TOKEN}nwk_kek = \"00\"\n")),
+                "nwk_kek_label and nwk_kek",
+            ),
+            (
+                js(&format!("{TOKEN}{KEK}nwk_kek_file = \"k.hex\"\n")),
+                "give one of them",
+            ),
+        ] {
+            let e = Config::parse(&text).unwrap_err().to_string();
+            assert!(e.contains(needle), "{text:?}: {e}");
+        }
+        for text in [
+            js(&format!("{TOKEN}{KEK}")),
+            js("insecure_no_token = true\ninsecure_plain_session_keys = true\n"),
+            js_on(
+                "0.0.0.0:8003",
+                &format!("{TOKEN}{KEK}tls_cert_file = \"c.pem\"\ntls_key_file = \"k.pem\"\n"),
+            ),
+            js_on(
+                "0.0.0.0:8003",
+                &format!("{TOKEN}{KEK}insecure_plain_http = true\n"),
+            ),
+        ] {
+            assert!(Config::parse(&text).is_ok(), "{text:?}");
+        }
+    }
+
+    /// Root keys never leave for a network address in clear unless told to.
+    #[test]
+    fn plain_grpc_and_mqtt_off_loopback_need_their_insecure_setting() {
+        let grpc = |server: &str, rest: &str| {
+            format!(
+                "[mqtt]\nserver = \"127.0.0.1:1883\"\nclient_id = \"c\"\n\
+                 [chirpstack_grpc]\nserver = \"{server}\"\n{rest}"
+            )
+        };
+        if cfg!(feature = "chirpstack-grpc") {
+            let e = Config::parse(&grpc("http://chirpstack.example:8080", ""))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("insecure_plain_http = true"), "{e}");
+            for text in [
+                grpc("http://127.0.0.1:8080", ""),
+                grpc("http://localhost:8080", ""),
+                grpc("https://chirpstack.example:8080", ""),
+                grpc(
+                    "http://chirpstack.example:8080",
+                    "insecure_plain_http = true\n",
+                ),
+            ] {
+                assert!(Config::parse(&text).is_ok(), "{text:?}");
+            }
+        }
+        let e = Config::parse(
+            "[mqtt]\nserver = \"broker.example:8883\"\nclient_id = \"c\"\n\
+             insecure_plain_tcp = true\ntls_ca_file = \"ca.pem\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("exclude each other"), "{e}");
     }
 }

@@ -1,10 +1,11 @@
 //! The join server: LoRaWAN Backend Interfaces 1.0/1.1 JoinReq → JoinAns over HTTP JSON.
 //!
 //! It accepts a JoinRequest under the device's active root key and, while a new key is staged
-//! (PROTOCOL.md §7), under the staged one too. Which key verified decides the session
-//! confirmation: with [`ConfirmOn::Join`] a join under the staged key activates it and retires
-//! the old one in the same transaction as the join's nonces; with [`ConfirmOn::Uplink`] the join
-//! is remembered and the first uplink of its session (seen on MQTT) decides.
+//! (PROTOCOL.md §7), under the staged one too. A JoinRequest whose MIC verifies under the staged
+//! key is the evidence that retires the old key: only the device (and this server) hold the new
+//! key, so nobody can forge it. It activates the new key in the same transaction as the join's
+//! nonces. A join under the active key changes no key: whoever knows the factory key may send
+//! one, so it is no evidence of anything (§10, P2).
 //!
 //! Session keys go back as KeyEnvelopes: RFC 3394-wrapped under the configured KEK, or plain when
 //! none is configured. Answers carry Backend Interfaces result codes (`Success`, `MICFailed`,
@@ -25,7 +26,7 @@ use crate::eui::Eui64;
 use crate::kek::WrapKek;
 use crate::kek::{RootKeys, open_root_keys};
 use crate::lorawan::{AcceptParams, DevNonceRule, JoinRequest, MacVersion, SessionKeys};
-use crate::server::{ConfirmOn, Server, now_ms};
+use crate::server::{Server, now_ms};
 use crate::store::{Commit, JoinUpdate};
 
 /// Largest accepted request body.
@@ -276,21 +277,15 @@ impl JoinServer {
             };
             let mut commit = Commit::new(dev_eui, now);
             commit.device_version = Some(device.version);
-            let confirm_now = server.options().confirm_on == ConfirmOn::Join;
             commit.join = Some(JoinUpdate {
                 dev_nonce_last,
                 dev_nonces_used: used,
                 join_nonce,
-                last_join: (!confirm_now).then(|| (slot, hex::encode(dev_addr))),
             });
-            let events = if confirm_now {
-                server
-                    .prepare_confirm(&device, slot, now, &mut commit)
-                    .await
-                    .map_err(internal)?
-            } else {
-                Vec::new()
-            };
+            let events = server
+                .prepare_confirm(&device, slot, now, &mut commit)
+                .await
+                .map_err(internal)?;
             match server.store().commit(&commit).await {
                 Ok(()) => {
                     server.report(dev_eui, &events);

@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod registry;
 pub mod server;
 pub mod store;
+pub mod tls;
 
 pub use error::{EngineFailure, Error, ImportError, Result};
 pub use eui::Eui64;
@@ -25,5 +26,5 @@ pub use kek::{StorageKek, WrapKek};
 pub use lorawan::MacVersion;
 pub use metrics::Metrics;
 pub use registry::{NewDevice, TrustAnchors};
-pub use server::{ConfirmOn, Server, ServerOptions};
+pub use server::{Server, ServerOptions};
 pub use store::{KeyState, Store};

@@ -35,6 +35,14 @@ enum Command {
         #[arg(long, default_value = "storage-kek.hex")]
         kek: PathBuf,
     },
+    /// Create a random 256-bit secret, 64 hex digits (mode 0600 on Unix): the join server's
+    /// bearer token (`[join_server] token_file`) or the KEK that wraps the network session keys
+    /// for the network server (`[join_server] nwk_kek_file`).
+    Secretgen {
+        /// Where to write it (never overwritten).
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// The device registry.
     Devices {
         #[command(subcommand)]
@@ -136,20 +144,25 @@ fn refuse_existing(path: &Path, flag: &str) -> Result<(), Failure> {
 
 /// Writes a new storage KEK file (the caller checked that `path` is free).
 fn write_kek(path: &Path) -> Result<(), Failure> {
+    write_random_secret(path, "--kek")?;
+    println!(
+        "storage KEK written to {}{SECRET_MODE}; keep a copy apart from the database",
+        path.display()
+    );
+    Ok(())
+}
+
+/// 64 random hex digits into a new file `path` (named `flag` on the command line).
+fn write_random_secret(path: &Path, flag: &str) -> Result<(), Failure> {
+    refuse_existing(path, flag)?;
     let hex = StorageKek::generate_hex()?;
     match identity::write_secret_file(path, hex.as_bytes()) {
         // Created meanwhile by someone else.
         Err(Error::IoAt { source, .. }) if source.kind() == std::io::ErrorKind::AlreadyExists => {
-            refuse_existing(path, "--kek")
+            refuse_existing(path, flag)
         }
         Err(e) => Err(e.into()),
-        Ok(()) => {
-            println!(
-                "storage KEK written to {}{SECRET_MODE}; keep a copy apart from the database",
-                path.display()
-            );
-            Ok(())
-        }
+        Ok(()) => Ok(()),
     }
 }
 
@@ -180,9 +193,11 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
-        Command::Kekgen { kek } => {
-            refuse_existing(&kek, "--kek")?;
-            write_kek(&kek)
+        Command::Kekgen { kek } => write_kek(&kek),
+        Command::Secretgen { out } => {
+            write_random_secret(&out, "--out")?;
+            println!("secret written to {}{SECRET_MODE}", out.display());
+            Ok(())
         }
         Command::Devices { command, config } => {
             let config = Config::load(&config)?;

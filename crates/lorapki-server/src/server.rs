@@ -9,7 +9,6 @@
 //! inputs.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration as StdDuration, SystemTime, UNIX_EPOCH};
 
@@ -34,18 +33,6 @@ use crate::store::{Commit, DeviceRow, KeyOp, SessionRow, SessionWrite, Store};
 
 type Backend = SoftBackend<SysRng>;
 
-/// When the join server retires a device's old root key (PROTOCOL.md §7).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ConfirmOn {
-    /// At the first JoinRequest that verifies under the new key (works with the join server
-    /// alone). The device keeps its staged key until a JoinAccept under it verifies, so a lost
-    /// JoinAccept is harmless: its next JoinRequest under the new key is still accepted.
-    Join,
-    /// At the first uplink of the session created by that join, seen on the network server's
-    /// integration (the protocol's stricter rule; needs the MQTT integration).
-    Uplink,
-}
-
 /// Tunables of the server core.
 #[derive(Clone, Debug)]
 pub struct ServerOptions {
@@ -57,14 +44,10 @@ pub struct ServerOptions {
     pub runs_burst: u8,
     /// One more run per this interval.
     pub runs_refill: StdDuration,
-    /// Pending runs over all devices (and instances); more PubKeyReqs are answered RateLimited.
-    pub max_pending_sessions: usize,
     /// FPort-1 uplinks a device may send per minute before frames are dropped unprocessed.
     pub uplinks_per_minute: u32,
     /// Burst of the uplink limit.
     pub uplink_burst: u32,
-    /// When old keys are retired.
-    pub confirm_on: ConfirmOn,
     /// Parallel crypto engines (default: the number of cores).
     pub engines: usize,
 }
@@ -76,10 +59,8 @@ impl Default for ServerOptions {
             idle_timeout: StdDuration::from_secs(3600),
             runs_burst: 3,
             runs_refill: StdDuration::from_secs(3600),
-            max_pending_sessions: 10_000,
             uplinks_per_minute: 60,
             uplink_burst: 20,
-            confirm_on: ConfirmOn::Join,
             engines: std::thread::available_parallelism().map_or(2, usize::from),
         }
     }
@@ -103,7 +84,8 @@ fn duration(d: StdDuration) -> Duration {
 
 /// A crypto backend with the server keys installed, and one session context per key. Holds no
 /// device state between inputs: every input runs on a [`ServerSession`] made from the device's
-/// stored snapshot, and the store-wide pending bound is given to it as an input.
+/// stored snapshot. Each device's work is bounded by its own session (one pending run, its run
+/// budget, its lease: PROTOCOL.md §6.4, §8), so no bound spans devices.
 struct Engine {
     backend: Backend,
     contexts: Vec<ServerContext>,
@@ -164,7 +146,6 @@ pub struct Server {
     shards: Vec<tokio::sync::Mutex<()>>,
     options: ServerOptions,
     metrics: Arc<Metrics>,
-    pending: AtomicI64,
     ingress: Mutex<Ingress>,
 }
 
@@ -294,7 +275,6 @@ impl Server {
             shards: (0..SHARDS).map(|_| tokio::sync::Mutex::new(())).collect(),
             options,
             metrics,
-            pending: AtomicI64::new(0),
             ingress: Mutex::new(Ingress {
                 buckets: HashMap::new(),
             }),
@@ -365,14 +345,13 @@ impl Server {
         }
     }
 
-    /// Refreshes the store-wide pending-run count (bounds new runs; feeds the metrics gauge).
+    /// Refreshes the store-wide pending-run count (the metrics gauge).
     ///
     /// # Errors
     ///
     /// [`Error::Store`].
     pub async fn refresh_pending(&self) -> Result<i64> {
         let n = self.store.pending_sessions().await?;
-        self.pending.store(n, Ordering::Relaxed);
         self.metrics.set_pending_sessions(n);
         Ok(n)
     }
@@ -466,34 +445,37 @@ impl Server {
         Err(Error::Conflict)
     }
 
-    /// The first uplink of a session created by a join under `slot` was seen (or, with
-    /// [`ConfirmOn::Join`], the join itself): confirms or rolls back a staged key.
+    /// A JoinRequest of `dev_eui` verified under `slot` at a join server this server does not
+    /// run itself (ChirpStack's, through [`crate::keyhandoff`]): a join under the staged key
+    /// activates it and retires the old one (PROTOCOL.md §7); one under the active key changes
+    /// nothing. The caller holds the device's lock ([`lock_device`](Self::lock_device)) across
+    /// the evidence it read and this call, so that nothing changes the evidence in between.
     ///
     /// # Errors
     ///
     /// Store errors.
-    pub async fn confirm_session(&self, dev_eui: Eui64, slot: RootKeySlot) -> Result<()> {
+    pub async fn join_verified(
+        &self,
+        _locked: &tokio::sync::MutexGuard<'_, ()>,
+        dev_eui: Eui64,
+        slot: RootKeySlot,
+    ) -> Result<Vec<ServerEvent>> {
         let now = now_ms();
-        let _guard = self.shards[shard_of(dev_eui, self.shards.len())]
-            .lock()
-            .await;
         for _ in 0..COMMIT_ATTEMPTS {
             let Some(device) = self.store.device(dev_eui).await? else {
                 return Err(Error::UnknownDevice);
             };
             let mut commit = Commit::new(dev_eui, now);
-            commit.device_version = Some(device.version);
-            commit.clear_last_join = device.last_join.is_some();
             let events = self
                 .prepare_confirm(&device, slot, now, &mut commit)
                 .await?;
-            if !commit.clear_last_join && commit.session.is_none() && commit.key_ops.is_empty() {
-                return Ok(());
+            if commit.session.is_none() && commit.key_ops.is_empty() {
+                return Ok(events);
             }
             match self.store.commit(&commit).await {
                 Ok(()) => {
                     self.report(dev_eui, &events);
-                    return Ok(());
+                    return Ok(events);
                 }
                 Err(Error::Conflict) => continue,
                 Err(e) => return Err(e),
@@ -502,7 +484,7 @@ impl Server {
         Err(Error::Conflict)
     }
 
-    /// Runs a session confirmation for `device` and puts its effects (session write and key
+    /// Runs a join verified under `slot` for `device` and puts its effects (session write and key
     /// operations) into `commit`, for a caller that commits them together with its own changes
     /// (the join server). Returns the events to [`report`](Self::report) after the commit.
     ///
@@ -664,7 +646,6 @@ impl Server {
             None => None,
         };
         let engine = Arc::clone(&self.engines[shard_of(dev_eui, self.engines.len())]);
-        // The store-wide pending bound (all devices, all instances), as the session's input.
         let n = self.options.max_downlink_payload;
         let task = move || -> Result<Output> {
             let mut guard = engine.lock().map_err(|_| EngineFailure::Poisoned)?;

@@ -13,7 +13,7 @@ use std::pin::Pin;
 use std::str::FromStr;
 use std::sync::Once;
 
-use lorapki_crypto::{PublicKey, RootKeySlot};
+use lorapki_crypto::PublicKey;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
 use sqlx::{AnyPool, Row};
@@ -135,8 +135,6 @@ pub struct DeviceRow {
     pub dev_nonces_used: Option<Vec<u8>>,
     /// Last JoinNonce issued.
     pub join_nonce: i64,
-    /// The key of the last answered join and its DevAddr, until a session confirms it.
-    pub last_join: Option<(RootKeySlot, String)>,
     /// Row version.
     pub version: i64,
 }
@@ -170,8 +168,6 @@ pub enum KeyOp {
     Stage(Vec<u8>),
     /// The staged keys become active; the old ones are retired (erased).
     Activate,
-    /// Drop the staged keys.
-    RollBack,
 }
 
 /// The join server's per-join changes.
@@ -183,8 +179,6 @@ pub struct JoinUpdate {
     pub dev_nonces_used: Option<Vec<u8>>,
     /// The JoinNonce just issued.
     pub join_nonce: i64,
-    /// The key slot of this join and its DevAddr, awaiting confirmation (`None`: confirmed now).
-    pub last_join: Option<(RootKeySlot, String)>,
 }
 
 /// Everything one input changes for one device, applied in one transaction.
@@ -192,7 +186,7 @@ pub struct JoinUpdate {
 pub struct Commit {
     /// The device.
     pub dev_eui: Eui64,
-    /// The devices-row version read (required when `key_ops`, `join` or `clear_last_join`).
+    /// The devices-row version read (required when `key_ops` or `join`).
     pub device_version: Option<i64>,
     /// The new session snapshot.
     pub session: Option<SessionWrite>,
@@ -200,8 +194,6 @@ pub struct Commit {
     pub key_ops: Vec<KeyOp>,
     /// Join-server state.
     pub join: Option<JoinUpdate>,
-    /// Forget the unconfirmed join (its session was confirmed).
-    pub clear_last_join: bool,
     /// Now, ms since the UNIX epoch.
     pub now_ms: i64,
 }
@@ -216,13 +208,12 @@ impl Commit {
             session: None,
             key_ops: Vec::new(),
             join: None,
-            clear_last_join: false,
             now_ms,
         }
     }
 
     fn touches_device(&self) -> bool {
-        !self.key_ops.is_empty() || self.join.is_some() || self.clear_last_join
+        !self.key_ops.is_empty() || self.join.is_some()
     }
 }
 
@@ -251,13 +242,6 @@ pub struct Store {
 }
 
 static DRIVERS: Once = Once::new();
-
-fn slot_text(slot: RootKeySlot) -> &'static str {
-    match slot {
-        RootKeySlot::Active => "active",
-        RootKeySlot::Staged => "staged",
-    }
-}
 
 impl Store {
     /// Opens (creating if needed) the database at `url` — `sqlite://PATH` (created if missing),
@@ -387,10 +371,8 @@ impl Store {
             sqlx::query(
                 "INSERT INTO devices (dev_eui, join_eui, mac_version, identity, identity_source, \
                  server_key_id, key_state, generation, active_keys, staged_keys, dev_nonce_last, \
-                 dev_nonces_used, join_nonce, last_join_slot, last_join_dev_addr, version, \
-                 created_ms, updated_ms) \
-                 VALUES ($1, $2, $3, $4, $5, $6, 'factory', 0, $7, NULL, -1, NULL, 0, NULL, NULL, \
-                 0, $8, $8)",
+                 dev_nonces_used, join_nonce, version, created_ms, updated_ms) \
+                 VALUES ($1, $2, $3, $4, $5, $6, 'factory', 0, $7, NULL, -1, NULL, 0, 0, $8, $8)",
             )
             .bind(d.dev_eui.to_string())
             .bind(d.join_eui.to_string())
@@ -420,8 +402,7 @@ impl Store {
         let row = sqlx::query(
             "SELECT dev_eui, join_eui, mac_version, identity, identity_source, server_key_id, \
              key_state, generation, active_keys, staged_keys, dev_nonce_last, dev_nonces_used, \
-             join_nonce, last_join_slot, last_join_dev_addr, version FROM devices \
-             WHERE dev_eui = $1",
+             join_nonce, version FROM devices WHERE dev_eui = $1",
         )
         .bind(dev_eui.to_string())
         .fetch_optional(&self.pool)
@@ -560,19 +541,6 @@ impl Store {
         }
         if let Some(join) = &commit.join {
             write_join(&mut tx, &dev, now, version, join).await?;
-            version += 1;
-        }
-        if commit.clear_last_join {
-            let affected = update_device(
-                &mut tx,
-                "UPDATE devices SET last_join_slot = NULL, last_join_dev_addr = NULL, \
-                 version = version + 1, updated_ms = $1 WHERE dev_eui = $2 AND version = $3",
-                now,
-                &dev,
-                version,
-            )
-            .await?;
-            one_row(affected)?;
         }
         tx.commit().await?;
         Ok(())
@@ -649,24 +617,11 @@ async fn apply_key_op(
             )
             .await?
         }
-        KeyOp::RollBack => {
-            update_device(
-                conn,
-                "UPDATE devices SET staged_keys = NULL, key_state = CASE WHEN generation = 0 \
-                 THEN 'factory' ELSE 'active-new' END, version = version + 1, \
-                 updated_ms = $1 WHERE dev_eui = $2 AND version = $3",
-                now,
-                dev,
-                version,
-            )
-            .await?
-        }
     };
     one_row(affected)?;
     let events: &[(&str, i64)] = match op {
         KeyOp::Stage(_) => &[("staged", 1)],
         KeyOp::Activate => &[("retired", -1), ("activated", 0)],
-        KeyOp::RollBack => &[("rolled-back", 1)],
     };
     for (event, offset) in events {
         sqlx::query(
@@ -691,20 +646,13 @@ async fn write_join(
     version: i64,
     j: &JoinUpdate,
 ) -> Result<()> {
-    let (slot, addr) = match &j.last_join {
-        Some((slot, addr)) => (Some(slot_text(*slot)), Some(addr.clone())),
-        None => (None, None),
-    };
     let affected = sqlx::query(
         "UPDATE devices SET dev_nonce_last = $1, dev_nonces_used = $2, join_nonce = $3, \
-         last_join_slot = $4, last_join_dev_addr = $5, version = version + 1, \
-         updated_ms = $6 WHERE dev_eui = $7 AND version = $8",
+         version = version + 1, updated_ms = $4 WHERE dev_eui = $5 AND version = $6",
     )
     .bind(j.dev_nonce_last)
     .bind(j.dev_nonces_used.clone())
     .bind(j.join_nonce)
-    .bind(slot)
-    .bind(addr)
     .bind(now)
     .bind(dev)
     .bind(version)
@@ -840,19 +788,6 @@ fn device_from_row(r: &AnyRow) -> Result<DeviceRow> {
             Some(id)
         }
     };
-    let last_join = match (
-        r.try_get::<Option<String>, _>("last_join_slot")?,
-        r.try_get::<Option<String>, _>("last_join_dev_addr")?,
-    ) {
-        (Some(slot), Some(addr)) => Some((
-            match slot.as_str() {
-                "staged" => RootKeySlot::Staged,
-                _ => RootKeySlot::Active,
-            },
-            addr,
-        )),
-        _ => None,
-    };
     Ok(DeviceRow {
         dev_eui: eui(r, "dev_eui")?,
         join_eui: eui(r, "join_eui")?,
@@ -867,7 +802,6 @@ fn device_from_row(r: &AnyRow) -> Result<DeviceRow> {
         dev_nonce_last: r.try_get("dev_nonce_last")?,
         dev_nonces_used: r.try_get("dev_nonces_used")?,
         join_nonce: r.try_get("join_nonce")?,
-        last_join,
         version: r.try_get("version")?,
     })
 }

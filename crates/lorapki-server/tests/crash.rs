@@ -121,7 +121,8 @@ async fn sigkill_during_200_rekeys_loses_no_key() {
              [database]\nurl = \"sqlite://lorapki.db\"\n\
              [mqtt]\nserver = \"{mqtt}\"\nclient_id = \"{prefix}-server\"\n\
              shared_group = \"{prefix}\"\ntopic_prefix = \"{prefix}\"\n\
-             [join_server]\nbind = \"127.0.0.1:{js_port}\"\n"
+             [join_server]\nbind = \"127.0.0.1:{js_port}\"\n\
+             insecure_no_token = true\ninsecure_plain_session_keys = true\n"
         ),
     )
     .unwrap();

@@ -162,12 +162,14 @@ async fn postgres_two_instances_alternating() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn idle_runs_expire_and_the_pending_bound_holds() {
+/// Finding 3: no bound spans devices. A pending run of one device (an attacker's, from a leaked
+/// factory database) never refuses another device's run; before the revision a store-wide
+/// pending bound did. Idle runs still expire.
+async fn idle_runs_expire_and_one_devices_run_never_refuses_another() {
     let db = Db::sqlite();
     let keys = [server_key()];
     let mut opts = options();
     opts.idle_timeout = std::time::Duration::from_millis(300);
-    opts.max_pending_sessions = 1;
     let server = server_on(&db, &keys, opts).await;
     let mut a = SimDevice::new(1, MacVersion::V1_0_3, keys[0].public());
     let mut b = SimDevice::new(2, MacVersion::V1_0_3, keys[0].public());
@@ -188,20 +190,21 @@ async fn idle_runs_expire_and_the_pending_bound_holds() {
             .is_some()
     );
     assert_eq!(server.refresh_pending().await.unwrap(), 1);
-    // The store-wide bound is reached: a second device's PubKeyReq is refused (Abort 0x07).
+    // A second device's PubKeyReq is answered (PubKeyAns, CID 0x02) while the first run is
+    // pending.
     let up = b.uplink(51).unwrap();
     let down = server.handle_uplink(b.dev_eui, &up).await.unwrap().unwrap();
-    assert_eq!(down[0], 0x07, "Abort");
-    assert_eq!(down[2], 0x03, "RateLimited");
+    assert_eq!(down[0], 0x02, "PubKeyAns");
+    assert_eq!(server.refresh_pending().await.unwrap(), 2);
     tokio::time::sleep(std::time::Duration::from_millis(400)).await;
-    assert_eq!(server.expire_due().await.unwrap(), 1);
+    assert_eq!(server.expire_due().await.unwrap(), 2);
     assert_eq!(server.refresh_pending().await.unwrap(), 0);
-    assert_eq!(server.metrics().failed().get("expired"), Some(&1));
+    assert_eq!(server.metrics().failed().get("expired"), Some(&2));
     assert!(
         server
             .metrics()
             .render()
-            .contains("lorapki_rekeys_failed_total{reason=\"expired\"} 1")
+            .contains("lorapki_rekeys_failed_total{reason=\"expired\"} 2")
     );
 }
 
@@ -255,7 +258,9 @@ async fn server_key_rotation_serves_devices_pinned_to_either_key() {
         assert!(dev.failures.is_empty(), "{:?}", dev.failures);
     }
     // A device registered with the other key than the one it pinned: the transcripts differ (they
-    // bind the server key id), so the run fails and nothing is staged.
+    // bind the server key id), so the server rejects SIG_D and nothing is staged. The rejection
+    // is unauthenticated, so the device does not end its run on it (PROTOCOL.md §7): the run
+    // ends on the 8-uplink rule.
     let mut wrong = SimDevice::new(3, MacVersion::V1_0_3, keys[1].public());
     server
         .store()
@@ -269,7 +274,7 @@ async fn server_key_rotation_serves_devices_pinned_to_either_key() {
             wrong.downlink(&d);
         }
     }
-    assert_eq!(wrong.failures, [lorapki_proto::FailReason::Rejected]);
+    assert_eq!(wrong.failures, [lorapki_proto::FailReason::NoAnswer]);
     let row = server.store().device(wrong.dev_eui).await.unwrap().unwrap();
     assert_eq!(row.key_state, KeyState::Factory);
 }

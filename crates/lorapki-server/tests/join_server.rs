@@ -12,7 +12,7 @@ use common::*;
 use lorapki_crypto::RootKeySlot;
 use lorapki_server::joinserver::{JoinServer, JoinServerSettings};
 use lorapki_server::lorawan::MacVersion;
-use lorapki_server::{ConfirmOn, Eui64, KeyState, Server, WrapKek};
+use lorapki_server::{Eui64, KeyState, Server, WrapKek};
 use lrwn::{
     AES128Key, DevAddr, EUI64, JoinRequestPayload, JoinType, MHDR, Major, NetID, Payload,
     PhyPayload,
@@ -52,13 +52,11 @@ fn envelope_key(ans: &Value, name: &str, kek: Option<&WrapKek>) -> [u8; 16] {
     }
 }
 
-async fn setup(mac: MacVersion, confirm_on: ConfirmOn) -> (Arc<Server>, SimDevice, Db) {
+async fn setup(mac: MacVersion) -> (Arc<Server>, SimDevice, Db) {
     let db = Db::sqlite();
     let key = server_key();
     let dev = SimDevice::new(1, mac, key.public());
-    let mut opts = options();
-    opts.confirm_on = confirm_on;
-    let server = server_on(&db, &[key], opts).await;
+    let server = server_on(&db, &[key], options()).await;
     server
         .store()
         .import_devices(&[(2, dev.record())], &kek(), 0)
@@ -75,7 +73,7 @@ const DEV_ADDR: &str = "26011234";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lorawan_1_0_3_join_verifies_with_lrwn() {
-    let (server, dev, _db) = setup(MacVersion::V1_0_3, ConfirmOn::Join).await;
+    let (server, dev, _db) = setup(MacVersion::V1_0_3).await;
     let nwk_kek = WrapKek::from_hex("ns-kek", "000102030405060708090a0b0c0d0e0f").unwrap();
     let app_kek = WrapKek::from_hex("as-kek", "0f0e0d0c0b0a09080706050403020100").unwrap();
     let settings = JoinServerSettings {
@@ -146,7 +144,7 @@ async fn lorawan_1_0_3_join_verifies_with_lrwn() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lorawan_1_1_join_verifies_with_lrwn() {
-    let (server, dev, _db) = setup(MacVersion::V1_1, ConfirmOn::Join).await;
+    let (server, dev, _db) = setup(MacVersion::V1_1).await;
     let js = js(&server, JoinServerSettings::default());
     let nwk_key = AES128Key::from_bytes(dev.nwk_key.unwrap());
     let app_key = AES128Key::from_bytes(dev.app_key);
@@ -226,7 +224,7 @@ fn join_under(dev: &mut SimDevice, slot: RootKeySlot) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn old_key_accepted_until_first_join_under_new_key() {
-    let (server, mut dev, _db) = setup(MacVersion::V1_0_4, ConfirmOn::Join).await;
+    let (server, mut dev, _db) = setup(MacVersion::V1_0_4).await;
     let js = js(&server, JoinServerSettings::default());
     exchange_until_rejoin(&server, &mut dev).await;
     let row = server.store().device(dev.dev_eui).await.unwrap().unwrap();
@@ -251,74 +249,81 @@ async fn old_key_accepted_until_first_join_under_new_key() {
     assert_eq!(server.metrics().completed(), 1);
 }
 
+/// Finding 1 (b) of the key switch revision, at the join server: a join under the factory key
+/// while the new key is staged is answered (the device may not hold the new key yet) but is no
+/// evidence: the attacker knows the factory key. Before the revision it rolled the staged key
+/// back; now both keys stay until a join under the new key, which then retires the old one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn old_key_accepted_while_staged_and_rolls_back() {
-    let (server, mut dev, _db) = setup(MacVersion::V1_0_4, ConfirmOn::Join).await;
-    let js = js(&server, JoinServerSettings::default());
-    exchange_until_rejoin(&server, &mut dev).await;
-    // A join under the old key while the new one is staged: accepted (the device rolled back).
-    let old_join = join_under(&mut dev, RootKeySlot::Active);
-    let ans = js
-        .handle(&join_req(&old_join, dev.dev_eui, DEV_ADDR, 1))
-        .await;
-    let accept = join_ans_phy(&ans).unwrap();
-    assert!(dev.accept_verifies(RootKeySlot::Active, &accept));
-    let row = server.store().device(dev.dev_eui).await.unwrap().unwrap();
-    assert_eq!(row.key_state, KeyState::Factory);
-    let new_join = join_under(&mut dev, RootKeySlot::Staged);
-    let ans = js
-        .handle(&join_req(&new_join, dev.dev_eui, DEV_ADDR, 2))
-        .await;
-    assert_eq!(join_ans_phy(&ans), Err("MICFailed".into()));
-    assert_eq!(server.metrics().failed().get("rolled-back"), Some(&1));
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn uplink_confirmation_keeps_both_keys_until_the_session_is_seen() {
-    let (server, mut dev, _db) = setup(MacVersion::V1_0_4, ConfirmOn::Uplink).await;
+async fn a_join_under_the_factory_key_while_staged_keeps_the_staged_key() {
+    let (server, mut dev, _db) = setup(MacVersion::V1_0_4).await;
     let js = js(&server, JoinServerSettings::default());
     exchange_until_rejoin(&server, &mut dev).await;
     for (i, slot) in [
         RootKeySlot::Active,
-        RootKeySlot::Staged,
+        RootKeySlot::Active,
         RootKeySlot::Active,
     ]
     .into_iter()
     .enumerate()
     {
-        let phy = join_under(&mut dev, slot);
+        let old_join = join_under(&mut dev, slot);
         let ans = js
-            .handle(&join_req(&phy, dev.dev_eui, DEV_ADDR, i as u32))
+            .handle(&join_req(&old_join, dev.dev_eui, DEV_ADDR, i as u32))
             .await;
-        assert!(
-            join_ans_phy(&ans).is_ok(),
-            "{slot:?} accepted while unconfirmed"
-        );
+        let accept = join_ans_phy(&ans).unwrap();
+        assert!(dev.accept_verifies(RootKeySlot::Active, &accept));
+        let row = server.store().device(dev.dev_eui).await.unwrap().unwrap();
+        assert_eq!(row.key_state, KeyState::PendingNew, "join {i}");
+        assert!(row.staged_keys.is_some());
     }
-    let phy = join_under(&mut dev, RootKeySlot::Staged);
-    let ans = js.handle(&join_req(&phy, dev.dev_eui, "26019999", 9)).await;
-    assert!(join_ans_phy(&ans).is_ok());
-    let row = server.store().device(dev.dev_eui).await.unwrap().unwrap();
-    assert_eq!(
-        row.last_join,
-        Some((RootKeySlot::Staged, "26019999".into()))
-    );
-    // The first uplink of that session confirms the new key.
-    server
-        .confirm_session(dev.dev_eui, RootKeySlot::Staged)
-        .await
-        .unwrap();
+    let new_join = join_under(&mut dev, RootKeySlot::Staged);
+    let ans = js
+        .handle(&join_req(&new_join, dev.dev_eui, DEV_ADDR, 9))
+        .await;
+    let accept = join_ans_phy(&ans).unwrap();
+    assert!(dev.accept_verifies(RootKeySlot::Staged, &accept));
     let row = server.store().device(dev.dev_eui).await.unwrap().unwrap();
     assert_eq!(row.key_state, KeyState::ActiveNew);
-    assert_eq!(row.last_join, None);
-    let phy = join_under(&mut dev, RootKeySlot::Active);
-    let ans = js.handle(&join_req(&phy, dev.dev_eui, DEV_ADDR, 10)).await;
+    assert_eq!(server.metrics().failed().get("rolled-back"), None);
+}
+
+/// Finding 1 (a): an uplink of a session joined under the factory key (the attacker joins as
+/// the device after the device activated the new key) changes no key. There is no "session
+/// confirmation" any more: the JoinRequest under the new key already retired the old key, and a
+/// factory-key join after that is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_factory_key_join_after_activation_is_refused_and_changes_nothing() {
+    let (server, mut dev, _db) = setup(MacVersion::V1_0_4).await;
+    let js = js(&server, JoinServerSettings::default());
+    exchange_until_rejoin(&server, &mut dev).await;
+    let new_join = join_under(&mut dev, RootKeySlot::Staged);
+    let ans = js
+        .handle(&join_req(&new_join, dev.dev_eui, DEV_ADDR, 1))
+        .await;
+    assert!(join_ans_phy(&ans).is_ok());
+    let before = server.store().device(dev.dev_eui).await.unwrap().unwrap();
+    assert_eq!(before.key_state, KeyState::ActiveNew);
+    let forged = join_under(&mut dev, RootKeySlot::Active);
+    let ans = js
+        .handle(&join_req(&forged, dev.dev_eui, "26019999", 2))
+        .await;
     assert_eq!(join_ans_phy(&ans), Err("MICFailed".into()));
+    let after = server.store().device(dev.dev_eui).await.unwrap().unwrap();
+    assert_eq!(after.key_state, KeyState::ActiveNew);
+    assert_eq!(after.active_keys, before.active_keys);
+    assert_eq!(
+        after.version, before.version,
+        "a refused join writes nothing"
+    );
+    // The device's own next join under its (new) key is still accepted.
+    let again = join_under(&mut dev, RootKeySlot::Staged);
+    let ans = js.handle(&join_req(&again, dev.dev_eui, DEV_ADDR, 3)).await;
+    assert!(join_ans_phy(&ans).is_ok());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn result_codes_and_no_state_change_on_refusal() {
-    let (server, dev, _db) = setup(MacVersion::V1_0_3, ConfirmOn::Join).await;
+    let (server, dev, _db) = setup(MacVersion::V1_0_3).await;
     let js = js(&server, JoinServerSettings::default());
     let before = server.store().device(dev.dev_eui).await.unwrap().unwrap();
     let good = lrwn_join_request(dev.dev_eui, dev.app_key, 1);
@@ -399,7 +404,7 @@ fn http_post(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_bearer_token() {
-    let (server, dev, _db) = setup(MacVersion::V1_0_3, ConfirmOn::Join).await;
+    let (server, dev, _db) = setup(MacVersion::V1_0_3).await;
     let settings = JoinServerSettings {
         token: Some(zeroize::Zeroizing::new("s3cret".to_owned())),
         ..JoinServerSettings::default()
@@ -458,7 +463,7 @@ async fn http_bearer_token() {
 /// Auth schemes are case-insensitive (RFC 9110 §11.1) and the token follows 1*SP.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bearer_scheme_is_case_insensitive() {
-    let (server, dev, _db) = setup(MacVersion::V1_0_3, ConfirmOn::Join).await;
+    let (server, dev, _db) = setup(MacVersion::V1_0_3).await;
     let settings = JoinServerSettings {
         token: Some(zeroize::Zeroizing::new("s3cret".to_owned())),
         ..JoinServerSettings::default()

@@ -222,6 +222,7 @@ async fn setup() -> (
         Arc::clone(&server),
         &url,
         Some(zeroize::Zeroizing::new(TOKEN.to_owned())),
+        None,
     )
     .unwrap();
     (server, dev, fake, handoff, db)
@@ -294,13 +295,17 @@ async fn chirpstack_switches_on_the_first_join_under_the_new_key() {
     );
 }
 
+/// A join under the factory key while a key is staged (the device's own, on the 3:1
+/// alternation, or one forged by whoever knows the factory key) changes nothing: the staged key
+/// stays, the device is never stranded, and its next JoinRequests under the new key switch
+/// ChirpStack and complete the switch.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_device_that_rolls_back_is_never_stranded() {
+async fn a_join_under_the_factory_key_while_staged_strands_nothing() {
     let (server, mut dev, fake, handoff, _db) = setup().await;
     exchange_until_rejoin(&server, &mut dev).await;
     // Only the first JoinRequest under each key reaches ChirpStack; ChirpStack follows the key
     // that failed, and the device's alternation (3 × staged, 1 × active) meets it under the old
-    // key: the device rolls back.
+    // key.
     use Fate::{Delivered, RequestLost};
     let fates = [
         Delivered,
@@ -323,12 +328,28 @@ async fn a_device_that_rolls_back_is_never_stranded() {
             Staged, Staged, Staged, Active, Staged, Staged, Staged, Active
         ]
     );
-    // The device rolled back to its old key, ChirpStack holds it, and the staged key is dropped.
+    // The device joined under its old key; the staged key stays on both sides.
     let row = server.store().device(dev.dev_eui).await.unwrap().unwrap();
-    assert_eq!(row.key_state, KeyState::Factory);
+    assert_eq!(row.key_state, KeyState::PendingNew);
+    assert!(!dev.completed);
     let probe = dev.join_request_under(RootKeySlot::Active);
     assert!(chirpstack_accepts(&fake, &dev, &probe));
-    assert_eq!(server.metrics().failed().get("rolled-back"), Some(&1));
+    // Its next JoinRequests under the new key: one MIC failure switches ChirpStack, the next
+    // one joins and activates the new key.
+    let mut more = Vec::new();
+    while !dev.completed {
+        assert!(more.len() < 8, "the switch never completed: {more:?}");
+        more.push(attempt(&fake, &handoff, &mut dev, Delivered).await);
+    }
+    assert_eq!(more.last(), Some(&Staged), "{more:?}");
+    let row = server.store().device(dev.dev_eui).await.unwrap().unwrap();
+    assert_eq!(row.key_state, KeyState::ActiveNew);
+    let probe = dev.join_request_under(RootKeySlot::Active);
+    assert!(
+        chirpstack_accepts(&fake, &dev, &probe),
+        "ChirpStack holds the new key"
+    );
+    assert_eq!(server.metrics().completed(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -344,6 +365,7 @@ async fn a_wrong_token_changes_nothing() {
         Arc::clone(&server),
         &url,
         Some(zeroize::Zeroizing::new("wrong".to_owned())),
+        None,
     )
     .unwrap();
     assert!(bad.on_mic_failure(dev.dev_eui).await.is_err());

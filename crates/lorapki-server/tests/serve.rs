@@ -202,6 +202,7 @@ fn registry_with_one_device() -> tempfile::TempDir {
             "[server]\nkey_file = \"k.pem\"\nkek_file = \"{kek_file}\"\n\
              [database]\nurl = \"sqlite://db.sqlite\"\n\
              [join_server]\nbind = \"127.0.0.1:{js}\"\n\
+             insecure_no_token = true\ninsecure_plain_session_keys = true\n\
              [metrics]\nbind = \"127.0.0.1:{metrics}\"\n"
         )
     };
@@ -396,7 +397,15 @@ fn readme_set_up_works_verbatim_in_an_empty_directory() {
             "{health}"
         );
     }
-    let mut expected = ["keygen", "kekgen", "devices import", "serve"].into_iter();
+    let mut expected = [
+        "keygen",
+        "kekgen",
+        "secretgen",
+        "secretgen",
+        "devices import",
+        "serve",
+    ]
+    .into_iter();
     let mut next = expected.next();
     for step in &ran {
         if next.is_some_and(|e| step.starts_with(e)) {
@@ -468,6 +477,7 @@ fn config_with_ports(js: u16, metrics: u16) -> String {
         "[server]\nkey_file = \"k.pem\"\nkek_file = \"kek.hex\"\n\
          [database]\nurl = \"sqlite://db.sqlite\"\n\
          [join_server]\nbind = \"127.0.0.1:{js}\"\n\
+             insecure_no_token = true\ninsecure_plain_session_keys = true\n\
          [metrics]\nbind = \"127.0.0.1:{metrics}\"\n"
     )
 }
