@@ -1,8 +1,9 @@
 //! The hand-off of new root keys to ChirpStack's key store (feature `chirpstack-grpc`), against a
 //! fake ChirpStack `DeviceService` built from the same `chirpstack_api` definitions: ChirpStack is
 //! switched to the new key only on the device's first JoinRequest under it (reported as an
-//! `UPLINK_MIC` log event), a device that rolls back is never stranded, and a successful join
-//! confirms whichever key ChirpStack holds.
+//! `UPLINK_MIC` log event), a join under the factory key strands nothing, a MIC failure raced
+//! against a join's activation cannot split the two key stores, and a successful join under the
+//! new key activates it.
 #![cfg(feature = "chirpstack-grpc")]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -29,6 +30,8 @@ const TOKEN: &str = "t0k3n";
 struct FakeChirpStack {
     keys: Arc<Mutex<HashMap<String, DeviceKeys>>>,
     updates: Arc<Mutex<u32>>,
+    /// How long `GetKeys` takes (to open the window between reading a key and acting on it).
+    get_delay: Arc<Mutex<std::time::Duration>>,
 }
 
 fn authorized<T>(r: &Request<T>) -> Result<(), Status> {
@@ -73,6 +76,8 @@ impl DeviceService for FakeChirpStack {
     }
     async fn get_keys(&self, r: Request<GetDeviceKeysRequest>) -> R<GetDeviceKeysResponse> {
         authorized(&r)?;
+        let delay = *self.get_delay.lock().unwrap();
+        tokio::time::sleep(delay).await;
         let dev = r.into_inner().dev_eui;
         let keys = self.keys.lock().unwrap().get(&dev).cloned();
         match keys {
@@ -350,6 +355,48 @@ async fn a_join_under_the_factory_key_while_staged_strands_nothing() {
         "ChirpStack holds the new key"
     );
     assert_eq!(server.metrics().completed(), 1);
+}
+
+/// Finding 5: a JoinRequest with a bad MIC (anyone can send one, no key needed) reported while
+/// the join under the new key is being activated. Reading ChirpStack's key and activating happen
+/// under one device lock, so the MIC failure is handled after the activation, finds nothing
+/// staged and ChirpStack holding the active key, and changes nothing: ChirpStack and the
+/// registry hold the same key. (Released between the two, the MIC failure would have swapped
+/// ChirpStack back to the factory key while the registry activated the new one.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mic_failure_racing_the_activation_cannot_split_the_key_stores() {
+    let (server, mut dev, fake, handoff, _db) = setup().await;
+    exchange_until_rejoin(&server, &mut dev).await;
+    assert_eq!(
+        attempt(&fake, &handoff, &mut dev, Fate::Delivered).await,
+        RootKeySlot::Staged
+    );
+    // ChirpStack now holds the new key; the device's next JoinRequest joins there.
+    let (slot, phy) = dev.join_request().unwrap();
+    assert_eq!(slot, RootKeySlot::Staged);
+    assert!(chirpstack_accepts(&fake, &dev, &phy));
+    *fake.get_delay.lock().unwrap() = std::time::Duration::from_millis(300);
+    let forged_mic_failure = async {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        handoff.on_mic_failure(dev.dev_eui).await
+    };
+    let (joined, mic) = tokio::join!(handoff.on_join(dev.dev_eui), forged_mic_failure);
+    assert_eq!(joined.unwrap(), Some(RootKeySlot::Staged));
+    assert_eq!(mic.unwrap(), MicOutcome::Ignored);
+    dev.session
+        .handle_join_result(&mut dev.backend, dev.now, slot, true)
+        .unwrap();
+    dev.drain();
+    assert!(dev.completed);
+    let row = server.store().device(dev.dev_eui).await.unwrap().unwrap();
+    assert_eq!(row.key_state, KeyState::ActiveNew);
+    let probe = dev.join_request_under(RootKeySlot::Active);
+    assert!(
+        chirpstack_accepts(&fake, &dev, &probe),
+        "ChirpStack holds the key the registry activated"
+    );
+    assert!(not_stranded(&fake, &mut dev));
+    assert_eq!(*fake.updates.lock().unwrap(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
