@@ -55,6 +55,8 @@ lorapki_preflight() {
         proto_includes
     check "mosquitto (MQTT tests)" "Debian package mosquitto" \
         bash -c 'command -v mosquitto || test -x /usr/sbin/mosquitto'
+    check "redis-server (ChirpStack tests)" "Debian package redis-server" \
+        bash -c 'command -v redis-server'
     check "PostgreSQL server binaries (store tests)" "Debian package postgresql" \
         compgen -G "/usr/lib/postgresql/*/bin/initdb"
 

@@ -8,7 +8,8 @@
 # Also installs the mingw-w64 cross toolchain and the Rust target for the Windows build check
 # (exports CARGO_TARGET_X86_64_PC_WINDOWS_GNU_LINKER), and protoc with the well-known .proto files
 # (protobuf-compiler, libprotobuf-dev) for the optional `chirpstack-grpc` feature of
-# lorapki-server. Where the ChirpStack binary of ../shared/chirpstack/ exists, exports
+# lorapki-server and the `chirpstack` feature of lorapki-testnet, and redis-server (the
+# ChirpStack tests start their own Redis, mosquitto and ChirpStack). Where the ChirpStack binary of ../shared/chirpstack/ exists, exports
 # LORAPKI_TEST_CHIRPSTACK (its path) for the tests that need a real network server; otherwise
 # those tests print SKIPPED.
 #
@@ -30,6 +31,8 @@ lorapki_services_main() {
     # --- packages -------------------------------------------------------------------------------
     local need=()
     command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
+    # Redis, for the real ChirpStack of lorapki-testnet's tests (each test starts its own).
+    command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
     compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need+=(postgresql)
     command -v x86_64-w64-mingw32-gcc >/dev/null 2>&1 || need+=(gcc-mingw-w64-x86-64)
     # protoc and the well-known types it imports (google/protobuf/timestamp.proto, ...), for the

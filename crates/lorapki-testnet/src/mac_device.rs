@@ -318,6 +318,8 @@ fn uplink_data_rate(region: Region, config: &TxConfig) -> u8 {
 pub struct OnAir {
     pub device: Device,
     dev_eui: [u8; 8],
+    /// An application uplink to send as soon as the MAC is idle: FPort and payload.
+    app_uplink: Option<(u8, Vec<u8>)>,
     pub persist: MemPersist,
     pub radio_log: Rc<RefCell<RadioLog>>,
     region: Region,
@@ -345,6 +347,7 @@ impl OnAir {
         Self {
             device,
             dev_eui: DEV_EUI,
+            app_uplink: None,
             persist,
             radio_log,
             region,
@@ -366,6 +369,18 @@ impl OnAir {
     pub fn with_dev_eui(mut self, dev_eui: [u8; 8]) -> Self {
         self.dev_eui = dev_eui;
         self
+    }
+
+    /// Sends an application uplink (unconfirmed) once the MAC is idle and joined.
+    pub fn queue_uplink(&mut self, fport: u8, data: &[u8]) {
+        self.app_uplink = Some((fport, data.to_vec()));
+        self.wake = Some(self.wake.unwrap_or(0));
+    }
+
+    /// Whether a queued application uplink is still waiting.
+    #[must_use]
+    pub fn uplink_queued(&self) -> bool {
+        self.app_uplink.is_some()
     }
 
     pub fn saw(&self, wanted: &Event) -> bool {
@@ -408,6 +423,11 @@ impl OnAir {
             .device
             .poll_timeout()
             .map(|t| t.as_millis().saturating_mul(1000).max(now_us));
+        if self.app_uplink.is_some() {
+            // Look again within a second for the MAC to be idle.
+            let soon = now_us + 1_000_000;
+            self.wake = Some(self.wake.map_or(soon, |w| w.min(soon)));
+        }
     }
 }
 
@@ -435,7 +455,13 @@ impl AirDevice for OnAir {
             return None;
         }
         self.device.radio().now_ms = (ctx.now_us / 1000) as u32;
-        let result = self.device.poll(ms(ctx.now_us));
+        let app = self
+            .app_uplink
+            .take_if(|_| self.device.is_idle() && self.device.is_joined());
+        let result = match app {
+            Some((fport, data)) => self.device.send(fport, &data, false),
+            None => self.device.poll(ms(ctx.now_us)),
+        };
         self.record(ctx.now_us, result);
         let Some((config, phy)) = self.device.radio().sent.take() else {
             self.schedule(ctx.now_us);
